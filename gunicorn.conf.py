@@ -1,0 +1,65 @@
+"""gunicorn reads this file on its own (`gunicorn app:api`); command-line flags override it.
+
+Every value comes from `settings`. `preload_app` stays off: each worker imports the app
+after the fork, so no database connection is ever shared between processes.
+"""
+
+import logging
+import sys
+
+import embedded
+import models
+from settings import SettingsError, load_settings
+
+try:
+    _settings = load_settings()
+except SettingsError as exc:
+    sys.exit(f"orgapi: configuration error: {exc}")
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.threads
+timeout = _settings.worker_timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+max_requests = _settings.max_requests
+max_requests_jitter = max(1, _settings.max_requests // 10) if _settings.max_requests else 0
+loglevel = _settings.log_level
+accesslog = "-" if _settings.access_log else None
+proc_name = "orgapi"
+
+# No control socket: its default path is per user, so two servers on one machine would clash.
+control_socket_disable = True
+
+
+def _route_app_logs(log):
+    """The app's "orgapi" logger writes wherever gunicorn's error log goes, at its level."""
+    app_log = logging.getLogger("orgapi")
+    app_log.handlers = list(log.error_log.handlers)
+    app_log.setLevel(log.error_log.level)
+    app_log.propagate = False
+
+
+def on_starting(server):
+    """In the master, before any worker: start the embedded PostgreSQL when no DATABASE_URL is set."""
+    _route_app_logs(server.log)
+    if _settings.uses_embedded_database:
+        try:
+            url = embedded.start(_settings.embedded_pg_dir)
+        except Exception as exc:  # serve anyway: data routes answer 503 until a database is there
+            server.log.error("could not start the embedded PostgreSQL in %s: %s", _settings.embedded_pg_dir, exc)
+            return
+        server.log.info("database: embedded PostgreSQL (data in %s) at %s", _settings.embedded_pg_dir, models.describe_database(url))
+    else:
+        server.log.info("database: %s (from DATABASE_URL)", models.describe_database(_settings.database_url))
+
+
+def post_worker_init(worker):
+    _route_app_logs(worker.log)
+    worker.log.info(
+        "worker %s ready: %s threads, statement timeout %s ms, connections opened per thread on first use",
+        worker.pid,
+        worker.cfg.threads,
+        _settings.statement_timeout_ms,
+    )

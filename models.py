@@ -1,0 +1,202 @@
+"""The peewee models and every query the service runs.
+
+Resources call these functions only; a reviewer finds every SQL shape here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import psycopg2.extensions
+from peewee import (
+    SQL,
+    BigAutoField,
+    CharField,
+    IntegerField,
+    IntegrityError,
+    Model,
+    PostgresqlDatabase,
+    fn,
+)
+from playhouse.postgres_ext import DateTimeTZField
+
+USERNAME_MAX = 32
+EMAIL_MAX = 254
+FULL_NAME_MAX = 200
+PUBLIC_FIELDS = ("id", "username", "email", "full_name", "created_at", "updated_at")
+WRITABLE_FIELDS = ("username", "email", "full_name")
+
+# Bound at run time (after gunicorn forks) by `bind_database`; nothing connects at import.
+db = PostgresqlDatabase(None)
+
+
+class User(Model):
+    id = BigAutoField()
+    # "C" collation: byte order, so the unique index also serves `LIKE 'prefix%'`.
+    username = CharField(max_length=USERNAME_MAX, unique=True, collation='"C"')
+    email = CharField(max_length=EMAIL_MAX, null=True)
+    full_name = CharField(max_length=FULL_NAME_MAX, null=True)
+    # Bumped by every update; the ETag, so If-Match is checked inside the UPDATE itself.
+    version = IntegerField(constraints=[SQL("DEFAULT 1")])
+    created_at = DateTimeTZField(constraints=[SQL("DEFAULT now()")])
+    updated_at = DateTimeTZField(constraints=[SQL("DEFAULT now()")])
+
+    class Meta:
+        database = db
+        table_name = "users"
+
+
+EMAIL_INDEX = "users_email_lower"
+CONSTRAINT_FIELDS = {"users_username": "username", EMAIL_INDEX: "email"}
+
+
+class Conflict(Exception):
+    """A write collided with a unique constraint on `field`."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+def bind_database(url: str, *, statement_timeout_ms: int, connect_timeout: int) -> None:
+    """Point the models at a server (a postgresql:// URL or a libpq key=value string).
+
+    Opens nothing: each thread connects on its first query and keeps that connection.
+    """
+    params = psycopg2.extensions.parse_dsn(url)
+    options = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={statement_timeout_ms} -c TimeZone=UTC"
+    db.init(
+        params.pop("dbname", params.get("user", "postgres")),
+        **params,
+        options=options,
+        connect_timeout=connect_timeout,
+        application_name="orgapi",
+        keepalives=1,
+        keepalives_idle=30,
+        keepalives_interval=10,
+        keepalives_count=3,
+    )
+
+
+def describe_database(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = psycopg2.extensions.parse_dsn(url)
+    host = parts.get("host", "localhost")
+    port = parts.get("port", "5432")
+    return f"postgresql://{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}"
+
+
+def discard_connection() -> None:
+    """Drop this thread's connection after a database error; the next query reconnects."""
+    try:
+        db.close()
+    except Exception:  # a broken socket may fail to close; it is gone either way
+        db._state.reset()
+
+
+def create_schema() -> None:
+    with db.atomic():
+        db.create_tables([User], safe=True)
+        db.execute_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {EMAIL_INDEX} ON users (lower(email))")
+
+
+def ping() -> None:
+    db.execute_sql("SELECT 1")
+
+
+def _public(query):
+    return query.select(*(getattr(User, name) for name in PUBLIC_FIELDS))
+
+
+def list_users(*, limit: int, after: int | None, username_prefix: str | None) -> list[dict[str, Any]]:
+    """One keyset page: `limit` rows with id > `after`, in id order, served by an index."""
+    query = _public(User).order_by(User.id).limit(limit)
+    if after is not None:
+        query = query.where(User.id > after)
+    if username_prefix:
+        # The prefix's alphabet is validated; "_" is the only LIKE metacharacter it allows.
+        query = query.where(User.username ** (username_prefix.replace("_", "\\_") + "%"))
+    return list(query.dicts())
+
+
+def get_user(user_id: int) -> tuple[dict[str, Any], int] | None:
+    row = (
+        _public(User)
+        .select_extend(User.version)
+        .where(User.id == user_id)
+        .dicts()
+        .first()
+    )
+    if row is None:
+        return None
+    return row, row.pop("version")
+
+
+def create_user(fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    try:
+        with db.atomic():
+            row = (
+                User.insert(**fields)
+                .returning(*(getattr(User, name) for name in PUBLIC_FIELDS), User.version)
+                .dicts()
+                .execute()
+            )
+            row = next(iter(row))
+    except IntegrityError as exc:
+        raise Conflict(_conflicting_field(exc)) from exc
+    return row, row.pop("version")
+
+
+def update_user(user_id: int, fields: dict[str, Any], if_match: Iterable[int] | None) -> tuple[dict[str, Any], int] | None:
+    """Apply `fields`; `if_match` (versions) is checked in the same statement. None: no row matched."""
+    query = User.update(
+        **fields, version=User.version + 1, updated_at=fn.now()
+    ).where(User.id == user_id)
+    if if_match is not None:
+        query = query.where(User.version.in_(list(if_match)))
+    try:
+        with db.atomic():
+            rows = list(
+                query.returning(*(getattr(User, name) for name in PUBLIC_FIELDS), User.version)
+                .dicts()
+                .execute()
+            )
+    except IntegrityError as exc:
+        raise Conflict(_conflicting_field(exc)) from exc
+    if not rows:
+        return None
+    row = rows[0]
+    return row, row.pop("version")
+
+
+def delete_user(user_id: int, if_match: Iterable[int] | None) -> bool:
+    query = User.delete().where(User.id == user_id)
+    if if_match is not None:
+        query = query.where(User.version.in_(list(if_match)))
+    return query.execute() > 0
+
+
+def user_exists(user_id: int) -> bool:
+    return User.select(SQL("1")).where(User.id == user_id).exists()
+
+
+def seed_random_users(count: int) -> int:
+    """Insert up to `count` users named by 8 random hex digits; names already taken are skipped."""
+    cursor = db.execute_sql(
+        "INSERT INTO users (username) "
+        "SELECT substr(md5(random()::text || clock_timestamp()::text), 1, 8) "
+        "FROM generate_series(1, %s) "
+        "ON CONFLICT (username) DO NOTHING",
+        (count,),
+    )
+    return cursor.rowcount
+
+
+def count_users() -> int:
+    return User.select().count()
+
+
+def _conflicting_field(exc: IntegrityError) -> str:
+    original = exc.args[0] if exc.args else None
+    constraint = getattr(getattr(original, "diag", None), "constraint_name", None)
+    return CONSTRAINT_FIELDS.get(constraint or "", "username")

@@ -1,0 +1,208 @@
+"""The OpenAPI 3.1 document of the service, built from the same schemas it validates with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import PROBLEM, USER, USER_CREATE, USER_UPDATE, USERNAME_PREFIX_PATTERN
+from settings import Settings
+
+MAX_ID = 2**63 - 1
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _user(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"ETag": {"$ref": "#/components/headers/ETag"}, **(headers or {})},
+        "content": {"application/json": {"schema": _ref("User")}},
+    }
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _ref(schema)},
+            "application/merge-patch+json": {"schema": _ref(schema)},
+        }
+        if schema == "UserUpdate"
+        else {"application/json": {"schema": _ref(schema)}},
+    }
+
+
+UNAVAILABLE = _problem(
+    "The database is unavailable; retry after the given seconds.",
+    {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}},
+)
+COMMON = {"503": UNAVAILABLE, "default": _problem("Any other error, as problem details.")}
+BAD_BODY = {
+    "400": _problem("The body is empty or not valid JSON."),
+    "413": _problem("The body is larger than the configured limit."),
+    "415": _problem("The body is not application/json."),
+    "422": _problem("A field is missing, unknown or invalid; `errors` names each one."),
+}
+USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    "description": "A user's id; anything else is a 404.",
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Apply only if the user's current ETag is one of these; otherwise 412.",
+}
+
+
+def build_document(settings: Settings) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "orgapi",
+            "version": "1.0.0",
+            "description": "The users of an organisation. Errors are RFC 9457 problem details.",
+        },
+        "paths": {
+            "/users": {
+                "get": {
+                    "operationId": "listUsers",
+                    "summary": "A page of users in id order (keyset pagination).",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": settings.page_max, "default": settings.page_default},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                            "description": "Return users whose id is greater than this.",
+                        },
+                        {
+                            "name": "username_prefix",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": USERNAME_PREFIX_PATTERN},
+                            "description": "Only users whose username starts with this.",
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The page; a `Link: <...>; rel=\"next\"` header points to the next one, absent on the last.",
+                            "headers": {"Link": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"type": "array", "items": _ref("User")}}},
+                        },
+                        "400": _problem("A query parameter is unknown or out of range."),
+                        **COMMON,
+                    },
+                },
+                "post": {
+                    "operationId": "createUser",
+                    "summary": "Create a user.",
+                    "requestBody": _json_body("UserCreate"),
+                    "responses": {
+                        "201": _user("Created.", {"Location": {"schema": {"type": "string"}}}),
+                        **BAD_BODY,
+                        "409": _problem("The username or email is taken."),
+                        **COMMON,
+                    },
+                },
+            },
+            "/users/{user_id}": {
+                "parameters": [USER_ID],
+                "get": {
+                    "operationId": "getUser",
+                    "summary": "One user.",
+                    "parameters": [
+                        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _user("The user."),
+                        "304": {"description": "The user still matches If-None-Match."},
+                        "404": _problem("No such user."),
+                        **COMMON,
+                    },
+                },
+                "patch": {
+                    "operationId": "updateUser",
+                    "summary": "Change the given fields (JSON merge patch: null clears email or full_name).",
+                    "parameters": [IF_MATCH],
+                    "requestBody": _json_body("UserUpdate"),
+                    "responses": {
+                        "200": _user("The updated user."),
+                        **BAD_BODY,
+                        "404": _problem("No such user."),
+                        "409": _problem("The username or email is taken."),
+                        "412": _problem("If-Match does not match the user's current ETag."),
+                        **COMMON,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteUser",
+                    "summary": "Delete a user.",
+                    "parameters": [IF_MATCH],
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        "404": _problem("No such user."),
+                        "412": _problem("If-Match does not match the user's current ETag."),
+                        **COMMON,
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "liveness",
+                    "summary": "The process answers (no database involved).",
+                    "responses": {"200": _status("ok"), "default": COMMON["default"]},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readiness",
+                    "summary": "The database answers.",
+                    "responses": {"200": _status("ready"), **COMMON},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document.",
+                    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {"User": USER, "UserCreate": USER_CREATE, "UserUpdate": USER_UPDATE, "Problem": PROBLEM},
+            "headers": {
+                "ETag": {"schema": {"type": "string"}, "description": "The user's version; send it in If-Match or If-None-Match."}
+            },
+        },
+    }
+
+
+def _status(value: str) -> dict[str, Any]:
+    return {
+        "description": f"status {value}",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"status": {"const": value}}, "required": ["status"]}
+            }
+        },
+    }

@@ -1,0 +1,89 @@
+"""One error shape for every response: RFC 9457 problem details as JSON.
+
+Whatever the request's Accept header, errors are `application/problem+json`. Details of
+unexpected failures go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import falcon
+import orjson
+import peewee
+
+import models
+
+log = logging.getLogger("orgapi")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = "1"
+
+
+class Problem(falcon.HTTPError):
+    """An HTTP error with a detail for people and, for bad fields, one entry per field."""
+
+    def __init__(
+        self,
+        status: str,
+        detail: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, description=detail, headers=headers)
+        self.errors = errors
+
+
+def invalid(errors: list[dict[str, str]], detail: str = "The request body is not valid.") -> Problem:
+    return Problem(falcon.HTTP_422, detail, errors=errors)
+
+
+_DEFAULT_DETAILS = {
+    404: "Nothing is at this path.",
+    405: "This path does not take this method; see the Allow header.",
+}
+
+
+def serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        # With type "about:blank", RFC 9457 asks for the status phrase as the title.
+        "title": HTTPStatus(error.status_code).phrase,
+        "status": error.status_code,
+    }
+    detail = error.description or _DEFAULT_DETAILS.get(error.status_code)
+    if detail:
+        body["detail"] = detail
+    errors = getattr(error, "errors", None)
+    if errors:
+        body["errors"] = errors
+    resp.data = orjson.dumps(body)
+    resp.content_type = PROBLEM_JSON
+    resp.append_header("Vary", "Accept")
+
+
+def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    models.discard_connection()
+    log.warning("database unavailable during %s %s: %s", req.method, req.path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    raise Problem(
+        falcon.HTTP_503,
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    if isinstance(exc, peewee.DatabaseError):
+        # A failed statement can leave the connection in an unknown state; start clean.
+        models.discard_connection()
+    log.exception("unhandled error during %s %s", req.method, req.path)
+    raise Problem(falcon.HTTP_500, "An unexpected error occurred; it has been logged.")
+
+
+def install(app: falcon.App) -> None:
+    app.set_error_serializer(serialize)
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), _database_unavailable)

@@ -1,0 +1,188 @@
+"""HTTP resources: parse and check the request, call a query in `models`, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import falcon
+import orjson
+
+import models
+from problems import Problem, invalid
+from schemas import USERNAME_PREFIX_PATTERN, matches, validate_create, validate_update
+from settings import Settings
+
+JSON_TYPES = ("application/json", "application/merge-patch+json")
+LIST_PARAMS = frozenset(("limit", "after", "username_prefix"))
+MAX_ID = 2**63 - 1
+
+
+def _json(resp: falcon.Response, document: Any) -> None:
+    resp.data = orjson.dumps(document)
+    resp.content_type = falcon.MEDIA_JSON
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _send_user(resp: falcon.Response, user: dict[str, Any], version: int) -> None:
+    resp.etag = _etag(version)
+    _json(resp, user)
+
+
+class BodyReader:
+    """Reads a JSON object body, refusing oversized bodies before reading them."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def __call__(self, req: falcon.Request) -> Any:
+        media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if media_type not in JSON_TYPES:
+            raise Problem(falcon.HTTP_415, "Send the body as application/json.")
+        too_large = Problem(falcon.HTTP_413, f"The body must not exceed {self.max_bytes} bytes.")
+        if req.content_length is not None:
+            if req.content_length > self.max_bytes:
+                raise too_large
+            raw = req.bounded_stream.read()
+        else:
+            # Chunked: no length up front, so read at most one byte past the limit.
+            raw = req.stream.read(self.max_bytes + 1)
+            if len(raw) > self.max_bytes:
+                raise too_large
+        if not raw.strip():
+            raise Problem(falcon.HTTP_400, "The request body is empty; send a JSON object.")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise Problem(falcon.HTTP_400, "The request body is not valid JSON.") from None
+
+
+def _if_match_versions(req: falcon.Request) -> list[int] | None:
+    """The versions an If-Match header accepts; None when any version will do."""
+    etags = req.if_match
+    if etags is None or "*" in etags:
+        return None
+    return [int(tag) for tag in etags if not tag.is_weak and tag.isdigit() and len(tag) < 10]
+
+
+def _conflict(exc: models.Conflict) -> Problem:
+    return Problem(
+        falcon.HTTP_409,
+        f"Another user already has this {exc.field}.",
+        errors=[{"field": exc.field, "message": "is already taken"}],
+    )
+
+
+class UserCollection:
+    def __init__(self, settings: Settings, read_body: BodyReader) -> None:
+        self.page_default = settings.page_default
+        self.page_max = settings.page_max
+        self.read_body = read_body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        unknown = sorted(set(req.params) - LIST_PARAMS)
+        if unknown:
+            raise Problem(falcon.HTTP_400, f"Unknown query parameter(s): {', '.join(unknown)[:200]}. Use limit, after or username_prefix.")
+        limit = req.get_param_as_int("limit", min_value=1, max_value=self.page_max, default=self.page_default)
+        after = req.get_param_as_int("after", min_value=0, max_value=MAX_ID)
+        prefix = req.get_param("username_prefix")
+        if prefix is not None and not matches(USERNAME_PREFIX_PATTERN, prefix):
+            raise Problem(falcon.HTTP_400, "username_prefix must be 1 to 32 of: lowercase letters, digits, '_', '.', '-'.")
+        # One row more than asked tells whether a next page exists, without a COUNT.
+        users = models.list_users(limit=limit + 1, after=after, username_prefix=prefix)
+        if len(users) > limit:
+            users = users[:limit]
+            query = {"limit": limit, "after": users[-1]["id"]}
+            if prefix:
+                query["username_prefix"] = prefix
+            resp.append_header("Link", f'<{req.path}?{urlencode(query)}>; rel="next"')
+        _json(resp, users)
+
+    on_head = on_get
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = self.read_body(req)
+        errors = validate_create(body)
+        if errors:
+            raise invalid(errors)
+        try:
+            user, version = models.create_user(body)
+        except models.Conflict as exc:
+            raise _conflict(exc) from None
+        resp.status = falcon.HTTP_201
+        resp.location = f"/users/{user['id']}"
+        _send_user(resp, user, version)
+
+
+class UserItem:
+    def __init__(self, read_body: BodyReader) -> None:
+        self.read_body = read_body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: int) -> None:
+        found = models.get_user(user_id)
+        if found is None:
+            raise Problem(falcon.HTTP_404, f"There is no user {user_id}.")
+        user, version = found
+        etags = req.if_none_match
+        if etags and ("*" in etags or _etag(version)[1:-1] in etags):
+            resp.etag = _etag(version)
+            resp.status = falcon.HTTP_304
+            return
+        _send_user(resp, user, version)
+
+    on_head = on_get
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, user_id: int) -> None:
+        body = self.read_body(req)
+        errors = validate_update(body)
+        if errors:
+            raise invalid(errors)
+        try:
+            updated = models.update_user(user_id, body, _if_match_versions(req))
+        except models.Conflict as exc:
+            raise _conflict(exc) from None
+        if updated is None:
+            self._missing_or_changed(user_id)
+        _send_user(resp, *updated)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: int) -> None:
+        if not models.delete_user(user_id, _if_match_versions(req)):
+            self._missing_or_changed(user_id)
+        resp.status = falcon.HTTP_204
+
+    @staticmethod
+    def _missing_or_changed(user_id: int) -> None:
+        if models.user_exists(user_id):
+            raise Problem(falcon.HTTP_412, "The user has changed since the ETag given in If-Match.")
+        raise Problem(falcon.HTTP_404, f"There is no user {user_id}.")
+
+
+class Health:
+    """Liveness: the process answers; no database involved."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"status": "ok"})
+
+    on_head = on_get
+
+
+class Ready:
+    """Readiness: the database answers (a failure becomes 503 through the error handlers)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        models.ping()
+        _json(resp, {"status": "ready"})
+
+    on_head = on_get
+
+
+class OpenAPIDocument:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.body = orjson.dumps(document)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self.body
+        resp.content_type = falcon.MEDIA_JSON

@@ -1,0 +1,149 @@
+"""JSON Schemas of the request and response bodies, and request validation.
+
+The same schemas are the OpenAPI document's components, so what the service checks and
+what it documents cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError, validators
+
+from models import EMAIL_MAX, FULL_NAME_MAX, USERNAME_MAX
+
+USERNAME_PATTERN = rf"^[a-z0-9][a-z0-9_.-]{{0,{USERNAME_MAX - 1}}}$"
+USERNAME_PREFIX_PATTERN = rf"^[a-z0-9_.-]{{1,{USERNAME_MAX}}}$"
+# Printable, no spaces, one "@" and a dot in the domain: strict enough to catch typos,
+# loose enough for real addresses; delivery is the only true check.
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+$"
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+
+USERNAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": USERNAME_MAX,
+    "pattern": USERNAME_PATTERN,
+    "description": "Lowercase letters, digits, '_', '.' and '-'; starts with a letter or digit.",
+}
+EMAIL = {
+    "type": ["string", "null"],
+    "maxLength": EMAIL_MAX,
+    "pattern": EMAIL_PATTERN,
+    "description": "An email address, unique (ignoring case) when present; null clears it.",
+}
+FULL_NAME = {
+    "type": ["string", "null"],
+    "maxLength": FULL_NAME_MAX,
+    "pattern": NO_CONTROL_CHARACTERS,
+    "description": "Any printable text; null clears it.",
+}
+
+USER_CREATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"username": USERNAME, "email": EMAIL, "full_name": FULL_NAME},
+    "required": ["username"],
+    "additionalProperties": False,
+}
+USER_UPDATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"username": USERNAME, "email": EMAIL, "full_name": FULL_NAME},
+    "minProperties": 1,
+    "additionalProperties": False,
+}
+USER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "username": {"type": "string", "maxLength": USERNAME_MAX},
+        "email": {"type": ["string", "null"], "maxLength": EMAIL_MAX},
+        "full_name": {"type": ["string", "null"], "maxLength": FULL_NAME_MAX},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["id", "username", "email", "full_name", "created_at", "updated_at"],
+    "additionalProperties": False,
+}
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["field", "message"],
+            },
+        },
+    },
+    "required": ["type", "title", "status"],
+}
+
+_MESSAGES = {
+    "type": lambda e: "must be of type " + " or ".join(_as_list(e.validator_value)),
+    "maxLength": lambda e: f"must be at most {e.validator_value} characters",
+    "minLength": lambda e: f"must be at least {e.validator_value} character(s)",
+    "pattern": lambda e: _PATTERN_MESSAGES.get(e.validator_value, "has characters that are not allowed"),
+    "minProperties": lambda e: "give at least one field to change",
+}
+_PATTERN_MESSAGES = {
+    USERNAME_PATTERN: "use lowercase letters, digits, '_', '.' or '-', starting with a letter or digit",
+    EMAIL_PATTERN: "must be an email address such as name@example.org",
+    NO_CONTROL_CHARACTERS: "must not contain control characters",
+}
+
+
+def _as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _field_errors(error) -> list[dict[str, str]]:
+    if error.validator == "required":
+        return [{"field": name, "message": "is required"} for name in error.validator_value if name not in error.instance]
+    if error.validator == "additionalProperties":
+        allowed = error.schema.get("properties", {})
+        return [{"field": str(name), "message": "is not a known field"} for name in error.instance if name not in allowed]
+    field = ".".join(str(part) for part in error.absolute_path) or "(body)"
+    message = _MESSAGES.get(error.validator, lambda e: "is not valid")(error)
+    return [{"field": field, "message": message}]
+
+
+@lru_cache(maxsize=None)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262, where "$" is the end of the string; Python's "$"
+    # also matches before a final newline, which would let "name\n" through.
+    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern)
+
+
+def matches(pattern: str, value: str) -> bool:
+    return _compiled(pattern).search(value) is not None
+
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not matches(pattern, instance):
+        yield ValidationError(f"does not match {pattern!r}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+
+
+class BodyValidator:
+    def __init__(self, schema: dict[str, Any]) -> None:
+        _Validator.check_schema(schema)
+        self._validator = _Validator(schema)
+
+    def errors(self, document: Any) -> list[dict[str, str]]:
+        """Every problem with `document`, one entry per field, in a stable order."""
+        found = [item for error in self._validator.iter_errors(document) for item in _field_errors(error)]
+        return sorted(found, key=lambda item: (item["field"], item["message"]))
+
+
+validate_create = BodyValidator(USER_CREATE).errors
+validate_update = BodyValidator(USER_UPDATE).errors

@@ -1,0 +1,57 @@
+"""Add COUNT users with random 8-hex-character usernames, in bulk, with a progress bar.
+
+Names that are already taken are skipped and replaced, so running it again never fails
+and always adds COUNT new users (within --max-rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from tqdm import tqdm
+
+import models
+from scripts._database import add_wait_option, connect
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scripts.seed_users", description=__doc__)
+    parser.add_argument("count", type=positive, help="how many users to add")
+    parser.add_argument("--batch", type=positive, default=100_000, help="users per transaction (default: %(default)s)")
+    parser.add_argument(
+        "--max-rounds",
+        type=positive,
+        default=1000,
+        help="stop after this many batches even if duplicates kept the total short (default: %(default)s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_wait_option(parser)
+    args = parser.parse_args(argv)
+    connect(args.wait)
+    models.create_schema()
+    started = time.monotonic()
+    added = 0
+    with tqdm(total=args.count, unit="users", disable=args.quiet) as progress:
+        for _ in range(args.max_rounds):
+            if added >= args.count:
+                break
+            with models.db.atomic():
+                batch = models.seed_random_users(min(args.batch, args.count - added))
+            added += batch
+            progress.update(batch)
+    elapsed = time.monotonic() - started
+    print(f"added {added} users in {elapsed:.1f} s; the table now has {models.count_users()}")
+    if added < args.count:
+        raise SystemExit(f"error: only {added} of {args.count} users added within --max-rounds {args.max_rounds}")
+
+
+if __name__ == "__main__":
+    main()

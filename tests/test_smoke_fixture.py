@@ -1,0 +1,2 @@
+def test_fixture_works(client):
+    assert client.simulate_get("/users").json == []
