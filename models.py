@@ -63,19 +63,19 @@ def bind_database(url: str, *, statement_timeout_ms: int, connect_timeout: int) 
 
     Opens nothing: each thread connects on its first query and keeps that connection.
     """
-    params = psycopg2.extensions.parse_dsn(url)
-    options = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={statement_timeout_ms} -c TimeZone=UTC"
-    db.init(
-        params.pop("dbname", params.get("user", "postgres")),
-        **params,
-        options=options,
-        connect_timeout=connect_timeout,
-        application_name="orgapi",
-        keepalives=1,
-        keepalives_idle=30,
-        keepalives_interval=10,
-        keepalives_count=3,
-    )
+    params = {
+        "connect_timeout": connect_timeout,
+        "application_name": "orgapi",
+        # Notice a server that vanished without closing the socket (network loss, VM freeze).
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        **psycopg2.extensions.parse_dsn(url),
+    }
+    ours = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={statement_timeout_ms} -c TimeZone=UTC"
+    params["options"] = f"{ours} {params.get('options', '')}".strip()
+    db.init(params.pop("dbname", params.get("user", "postgres")), **params)
 
 
 def describe_database(url: str) -> str:

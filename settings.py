@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+import psycopg2.extensions
+
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 
@@ -72,8 +74,11 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
         return None
     if not raw.startswith(("postgres://", "postgresql://")):
         raise SettingsError(f"{name} must be a postgresql:// URL")
-    # libpq accepts both schemes; peewee hands only "postgresql://" to it as a DSN.
-    return "postgresql://" + raw.split("://", 1)[1]
+    try:
+        psycopg2.extensions.parse_dsn(raw)
+    except psycopg2.ProgrammingError as exc:
+        raise SettingsError(f"{name} is not a valid PostgreSQL URL: {str(exc).strip()}") from None
+    return raw
 
 
 def default_workers() -> int:

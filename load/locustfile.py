@@ -52,8 +52,11 @@ def _judge(response, ok_statuses):
     elif status in ok_statuses:
         response.failure("slower than %.0fs (%.0f ms)" % (REQUEST_TIMEOUT_S, elapsed_ms))
     elif not status:
-        # status 0: connection refused/reset, timeout, ... -- keep locust's error text
-        response.failure("no response: %s" % (getattr(response, "error", None) or "connection error"))
+        # status 0: timeout, connection refused/reset, ... Report the underlying error
+        # without the URL, so all occurrences group into one error line per kind.
+        error = getattr(response, "error", None)
+        error = getattr(error, "original", None) or error
+        response.failure("no response: %s: %s" % (type(error).__name__, error))
     else:
         response.failure("HTTP %s" % status)
 

@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg2
 import pytest
@@ -27,10 +28,13 @@ SERVERS = ["embedded"] + (["external"] if os.environ.get("TEST_DATABASE_URL") el
 
 
 def _replace_database(url: str, database: str) -> str:
-    """The same server, another database, as a libpq key=value string."""
+    """The same server, another database, as a postgresql:// URL (what DATABASE_URL takes)."""
     params = psycopg2.extensions.parse_dsn(url)
-    params["dbname"] = database
-    return " ".join(f"{key}='{value}'" for key, value in params.items())
+    user = quote(params.pop("user", "postgres"), safe="")
+    password = params.pop("password", None)
+    params.pop("dbname", None)
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    return f"postgresql://{auth}@/{database}?{urlencode(params)}"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,98 @@
+"""Real processes for end-to-end tests: gunicorn on a free loopback port, stopped by process group."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 5.0):
+    """One HTTP request on a fresh connection: (status, headers, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """`gunicorn app:api` with the project's gunicorn.conf.py, on 127.0.0.1:<free port>."""
+
+    def __init__(self, env: dict[str, str], *args: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, "app:api"]
+        self.env = {**os.environ, **env}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, ready_path: str = "/healthz", deadline: float = 30.0) -> "Gunicorn":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.wait_until_answers(ready_path, deadline)
+        return self
+
+    def wait_until_answers(self, path: str, deadline: float) -> None:
+        """Poll this server's own port until `path` answers 200; fail with the log if it never does."""
+        assert self.process is not None
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if request(self.port, "GET", path, timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer {path} on port {self.port} within {deadline} s:\n{self.log()}")
+
+    @property
+    def master_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> set[int]:
+        children = Path(f"/proc/{self.master_pid}/task/{self.master_pid}/children")
+        return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.master_pid, signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the process group, SIGKILL it if it is not gone within `timeout`; the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        os.killpg(self.master_pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.master_pid, signal.SIGKILL)
+            return self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "Gunicorn":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,72 @@
+"""Real gunicorn (2 workers, the project's gunicorn.conf.py) on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.processes import Gunicorn, free_port, request
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(database_url, tmp_path):
+    with Gunicorn({"DATABASE_URL": database_url}, "--workers", "2", log_path=tmp_path / "gunicorn.log") as running:
+        yield running
+
+
+def test_serves_the_api_over_http(server, database_url):
+    status, headers, body = request(
+        server.port, "POST", "/users", json.dumps({"username": "e2e-user"}).encode(), {"Content-Type": "application/json"}
+    )
+    assert status == 201, body
+    created = json.loads(body)
+    assert headers["location"] == f"/users/{created['id']}"
+
+    status, headers, body = request(server.port, "GET", headers["location"])
+    assert status == 200
+    assert json.loads(body) == created
+    assert headers["content-type"] == "application/json"
+
+    status, _, body = request(server.port, "GET", "/users?limit=1000")
+    assert status == 200
+    assert created in json.loads(body)
+
+    status, _, body = request(server.port, "GET", "/readyz")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+    assert len(server.worker_pids()) == 2
+
+
+def test_errors_are_problem_json_over_http(server):
+    status, headers, body = request(server.port, "GET", "/no/such/path", headers={"Accept": "text/html"})
+    assert status == 404
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 404
+
+
+def test_starts_and_answers_503_while_the_database_is_unreachable(tmp_path):
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=1"
+    with Gunicorn({"DATABASE_URL": unreachable, "DB_CONNECT_TIMEOUT": "1"}, "--workers", "2", log_path=tmp_path / "g.log") as server:
+        assert request(server.port, "GET", "/healthz")[0] == 200
+        for path in ("/readyz", "/users", "/users/1"):
+            status, headers, body = request(server.port, "GET", path)
+            assert status == 503, (path, body)
+            assert headers["retry-after"] == "1"
+            assert headers["content-type"] == "application/problem+json"
+        assert server.process.poll() is None
+
+
+def test_command_line_workers_override_web_concurrency(database_url, tmp_path):
+    env = {"DATABASE_URL": database_url, "WEB_CONCURRENCY": "3"}
+    with Gunicorn(env, "--workers", "1", log_path=tmp_path / "g.log") as server:
+        assert len(server.worker_pids()) == 1
+
+
+def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
+    server = Gunicorn({"STATEMENT_TIMEOUT_MS": "60000", "WORKER_TIMEOUT": "30"}, log_path=tmp_path / "g.log")
+    with pytest.raises(RuntimeError, match="exited"):
+        server.start(deadline=20)
+    assert "STATEMENT_TIMEOUT_MS" in server.log()
+    assert server.process.returncode != 0

@@ -1,2 +1,0 @@
-def test_fixture_works(client):
-    assert client.simulate_get("/users").json == []
