@@ -32,11 +32,15 @@ def main(argv: list[str] | None = None) -> None:
         default=1000,
         help="stop after this many batches even if duplicates kept the total short (default: %(default)s)",
     )
+    parser.add_argument("--if-empty", action="store_true", help="add users only when the table has none (for `make run`)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_wait_option(parser)
     args = parser.parse_args(argv)
     connect(args.wait)
     models.create_schema()
+    if args.if_empty and models.count_users():
+        print(f"the table already has {models.count_users()} users; none added (--if-empty)")
+        return
     started = time.monotonic()
     added = 0
     with tqdm(total=args.count, unit="users", disable=args.quiet) as progress:

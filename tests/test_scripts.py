@@ -1,0 +1,93 @@
+"""The command-line scripts, run as a user runs them, against the throwaway database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import models
+from tests.processes import PROJECT_ROOT, free_port
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def db_env(database_url, app):
+    """The scripts' environment, on the test database emptied by the `app` fixture."""
+    return {"DATABASE_URL": database_url}
+
+
+@pytest.mark.parametrize("script", ["scripts.create_tables", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune"])
+def test_every_script_explains_its_options(script):
+    result = run(script, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m " + script in result.stdout
+
+
+def test_create_tables_is_idempotent(db_env):
+    for _ in range(2):
+        result = run("scripts.create_tables", env=db_env)
+        assert result.returncode == 0, result.stderr
+        assert "tables ready: users (0 rows)" in result.stdout
+
+
+def test_seeding_adds_the_users_asked_for_and_can_run_again(db_env):
+    for expected_total in (500, 1000):
+        result = run("scripts.seed_users", "500", "--batch", "200", env=db_env)
+        assert result.returncode == 0, result.stderr
+        assert f"the table now has {expected_total}" in result.stdout
+    assert models.count_users() == 1000
+    names = [row[0] for row in models.db.execute_sql("SELECT username FROM users").fetchall()]
+    assert len(set(names)) == 1000
+    assert all(len(name) == 8 and set(name) <= set("0123456789abcdef") for name in names)
+
+
+def test_seeding_if_empty_leaves_a_filled_table_alone(db_env, make_user):
+    make_user("already-here")
+    result = run("scripts.seed_users", "20", "--if-empty", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert models.count_users() == 1
+
+
+@pytest.mark.parametrize("script", ["scripts.create_tables", "scripts.seed_users"])
+def test_an_unreachable_database_is_one_line_and_a_failure_within_the_wait(script):
+    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x", "DB_CONNECT_TIMEOUT": "1"}
+    args = [script, "--wait", "2"] + (["10"] if script == "scripts.seed_users" else [])
+    started = time.monotonic()
+    result = run(*args, env=env, timeout=60)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: database postgresql://postgres@127.0.0.1:") and "did not answer within 2 s" in lines[0]
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(db_env):
+    result = run("scripts.create_tables", env={**db_env, "DB_CONNECT_TIMEOUT": "soon"})
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: configuration: DB_CONNECT_TIMEOUT='soon' is not an integer"
+
+
+def test_seed_count_must_be_positive():
+    result = run("scripts.seed_users", "0")
+    assert result.returncode == 2
+    assert "must be at least 1" in result.stderr
+
+
+def test_embedded_db_status_of_a_stopped_server(tmp_path):
+    result = run("scripts.embedded_db", "status", env={"EMBEDDED_PG_DIR": str(tmp_path / "none")})
+    assert result.returncode == 1
+    assert "is not running" in result.stderr

@@ -1,0 +1,42 @@
+"""The settings module: defaults that work, and one clear error per bad variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from settings import SettingsError, load_settings
+
+
+def test_defaults_work_on_a_fresh_machine():
+    settings = load_settings({})
+    assert settings.database_url is None and settings.uses_embedded_database
+    assert settings.port == 8000
+    assert (settings.page_default, settings.page_max) == (100, 1000)
+    assert settings.statement_timeout_ms < settings.worker_timeout * 1000
+
+
+def test_values_come_from_the_environment():
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://app:secret@db:5432/orgapi", "PORT": "9000", "WEB_CONCURRENCY": "3", "PAGE_MAX": "50", "PAGE_DEFAULT": "10"}
+    )
+    assert settings.database_url == "postgresql://app:secret@db:5432/orgapi"
+    assert (settings.port, settings.workers, settings.page_max, settings.page_default) == (9000, 3, 50, 10)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT='eighty' is not an integer"),
+        ({"PORT": "70000"}, "PORT=70000 is outside 1..65535"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is outside 1..256"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a postgresql:// URL"),
+        ({"DATABASE_URL": "postgresql://x/y?nonsense=1"}, "DATABASE_URL is not a valid PostgreSQL URL"),
+        ({"STATEMENT_TIMEOUT_MS": "30000", "WORKER_TIMEOUT": "30"}, "STATEMENT_TIMEOUT_MS=30000 must be below WORKER_TIMEOUT"),
+        ({"PAGE_DEFAULT": "500", "PAGE_MAX": "100"}, "PAGE_DEFAULT=500 must not exceed PAGE_MAX=100"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of"),
+        ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG='maybe' is not a boolean"),
+    ],
+)
+def test_a_bad_value_names_the_variable(env, message):
+    with pytest.raises(SettingsError, match="^" + message.replace("?", r"\?").replace(".", r"\.")):
+        load_settings(env)
