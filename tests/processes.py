@@ -1,4 +1,4 @@
-"""Real processes for end-to-end tests: gunicorn on a free loopback port, stopped by process group."""
+"""Real processes for end-to-end tests and the load lab: gunicorn on a free loopback port, stopped by process group."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 class Gunicorn:
     """`gunicorn app:api` with the project's gunicorn.conf.py, on 127.0.0.1:<free port>."""
 
-    def __init__(self, env: dict[str, str], *args: str, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], *args: str, log_path: Path, app: str = "app:api") -> None:
         self.port = free_port()
         self.log_path = log_path
-        self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, "app:api"]
+        self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, app]
         self.env = {**os.environ, **env}
         self.process: subprocess.Popen | None = None
 

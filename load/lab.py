@@ -1,0 +1,147 @@
+"""Building blocks of the load lab: the database, servers under test, wrk runs, CPU accounting."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+import embedded
+import models
+from settings import Settings, load_settings
+from tests.processes import PROJECT_ROOT, Gunicorn
+
+WRK_DIR = PROJECT_ROOT / "load" / "wrk"
+
+
+@dataclass
+class Measurement:
+    label: str
+    workers: int
+    connections: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu_ms_per_request: float
+    db_cpu_ms_per_request: float
+    generator: str
+    generator_cpu_percent: float
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def prepare_database(min_users: int) -> tuple[Settings, str]:
+    """The server the lab uses (DATABASE_URL or the embedded one), with at least `min_users` rows."""
+    settings = load_settings()
+    url = settings.database_url or embedded.start(settings.embedded_pg_dir)
+    models.bind_database(url, statement_timeout_ms=0, connect_timeout=settings.connect_timeout)
+    models.create_schema()
+    missing = min_users - models.count_users()
+    while missing > 0:
+        missing -= models.seed_random_users(min(missing, 100_000))
+    models.db.execute_sql("VACUUM ANALYZE users")
+    models.db.close()
+    return settings, url
+
+
+def max_user_id() -> int:
+    return models.db.execute_sql("SELECT max(id) FROM users").fetchone()[0] or 1
+
+
+def write_user_ids(path: Path, count: int = 10_000) -> Path:
+    """A sample of existing ids, one a line, for load scripts that GET /users/{id}."""
+    rows = models.db.execute_sql("SELECT id FROM users ORDER BY random() LIMIT %s", (count,)).fetchall()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{row[0]}\n" for row in rows))
+    return path
+
+
+def serve(app: str, url: str, workers: int, log_dir: Path, ready_path: str, extra_env: dict | None = None) -> Gunicorn:
+    """`gunicorn <app>` with the project's gunicorn.conf.py and `workers` workers, started."""
+    env = {"DATABASE_URL": url, **(extra_env or {})}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    server = Gunicorn(env, "--workers", str(workers), log_path=log_dir / f"{app.replace(':', '_')}-{workers}w.log", app=app)
+    return server.start(ready_path=ready_path)
+
+
+def _tree_cpu(process: psutil.Process) -> float:
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def wrk_path() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("error: wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    return path
+
+
+def run_wrk(server: Gunicorn, script: str, connections: int, seconds: float, label: str, workers: int, env: dict | None = None) -> Measurement:
+    """Drive `server` with wrk (2 threads, 3 s timeout) and account the CPU of everyone involved."""
+    wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), **(env or {})}
+    command = [
+        wrk_path(), "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "3s",
+        "-s", str(WRK_DIR / script), f"http://127.0.0.1:{server.port}",
+    ]
+    master = psutil.Process(server.master_pid)
+    server_before, db_before = _tree_cpu(master), postgres_cpu()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    output = subprocess.run(command, env=wrk_env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    elapsed = time.monotonic() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu, db_cpu = _tree_cpu(master) - server_before, postgres_cpu() - db_before
+    generator_cpu = (children_after.ru_utime - children_before.ru_utime) + (children_after.ru_stime - children_before.ru_stime)
+    figures = json.loads(output.strip().splitlines()[-1])
+    requests = max(figures["requests"], 1)
+    errors = sum(figures[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts", "non_2xx"))
+    return Measurement(
+        label=label,
+        workers=workers,
+        connections=connections,
+        requests=figures["requests"],
+        rps=round(figures["requests"] / (figures["duration_us"] / 1e6), 1),
+        p50_ms=figures["p50_us"] / 1000,
+        p95_ms=figures["p95_us"] / 1000,
+        p99_ms=figures["p99_us"] / 1000,
+        errors=errors,
+        server_cpu_ms_per_request=round(server_cpu * 1000 / requests, 3),
+        db_cpu_ms_per_request=round(db_cpu * 1000 / requests, 3),
+        generator="wrk 2 threads",
+        generator_cpu_percent=round(generator_cpu * 100 / elapsed, 1),
+    )
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[column]) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
