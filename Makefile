@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev run test test-all stop-db load load-500 load-smoke sweep bench pgtune clean
+.PHONY: install install-dev install-load run test test-all stop-db load load-500 load-smoke sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,34 @@ test: install-dev
 ## test-all: also the long, marked tests (soak, sweeps)
 test-all: install-dev
 	$(BIN)/python -m pytest -m "slow or not slow"
+
+$(LOAD_VENV)/.installed: requirements-load.txt
+	$(PYTHON) -m venv $(LOAD_VENV)
+	$(LOAD_VENV)/bin/pip install --quiet -r requirements-load.txt
+	touch $@
+
+## install-load: Taurus and locust in their own virtualenv (bzt pins urllib3 and setuptools exactly)
+install-load: $(LOAD_VENV)/.installed
+
+## load: the 100-user Taurus ramp against a service this command starts and stops (WORKERS=N to choose)
+load: install-dev install-load
+	$(BIN)/python -m load.run $(if $(WORKERS),--workers $(WORKERS))
+
+## load-500: the same with 500 users
+load-500: install-dev install-load
+	$(BIN)/python -m load.run bzt-500.yml $(if $(WORKERS),--workers $(WORKERS))
+
+## load-smoke: 5 users for about 20 s (what CI runs)
+load-smoke: install-dev install-load
+	$(BIN)/python -m load.run load/bzt-smoke.yml --seed-users 1000
+
+## sweep: workers x users grid with wrk; table and charts in reports/sweep
+sweep: install-dev
+	$(BIN)/python -m load.sweep
+
+## bench: GET /users/{id} and list pages against the two ceilings; reports/bench
+bench: install-dev
+	$(BIN)/python -m load.bench
 
 stop-db: install
 	$(BIN)/python -m scripts.embedded_db stop
