@@ -26,8 +26,15 @@ FULL_NAME_MAX = 200
 PUBLIC_FIELDS = ("id", "username", "email", "full_name", "created_at", "updated_at")
 WRITABLE_FIELDS = ("username", "email", "full_name")
 
+class Database(PostgresqlDatabase):
+    def _initialize_connection(self, conn) -> None:
+        # The hot statements are prepared on a connection's first use of them, not here:
+        # when a connection opens, the tables may not exist yet (scripts, first start).
+        self._state.prepared = False
+
+
 # Bound at run time (after gunicorn forks) by `bind_database`; nothing connects at import.
-db = PostgresqlDatabase(None)
+db = Database(None)
 
 
 class User(Model):
@@ -47,7 +54,8 @@ class User(Model):
 
 
 EMAIL_INDEX = "users_email_lower"
-CONSTRAINT_FIELDS = {"users_username": "username", EMAIL_INDEX: "email"}
+# peewee names the username index after the model ("user_username"), not the table.
+CONSTRAINT_FIELDS = {"user_username": "username", "users_username": "username", EMAIL_INDEX: "email"}
 
 
 class Conflict(Exception):
@@ -130,6 +138,24 @@ INSERT_SQL = _compiled(
 )
 
 
+# Prepared once per connection, PostgreSQL skips parsing and planning them on every request.
+_PREPARED = {"get_user": GET_SQL, "list_users": LIST_SQL, "list_users_by_prefix": LIST_BY_PREFIX_SQL}
+_PREPARE = [
+    f"PREPARE {name} AS {sql.replace('%s', '${}').format(*range(1, sql.count('%s') + 1))}"
+    for name, sql in _PREPARED.items()
+]
+_EXECUTE = {name: f"EXECUTE {name}({', '.join(['%s'] * sql.count('%s'))})" for name, sql in _PREPARED.items()}
+
+
+def _execute_prepared(name: str, params: tuple):
+    if db.is_closed() or not getattr(db._state, "prepared", False):
+        db.connect(reuse_if_open=True)
+        for statement in _PREPARE:
+            db.execute_sql(statement)
+        db._state.prepared = True
+    return db.execute_sql(_EXECUTE[name], params)
+
+
 def _user(row: tuple) -> tuple[dict[str, Any], int]:
     """(public fields as a dict, version) from a row of PUBLIC_FIELDS then version."""
     return dict(zip(PUBLIC_FIELDS, row)), row[-1]
@@ -140,14 +166,14 @@ def list_users(*, limit: int, after: int | None, username_prefix: str | None) ->
     if username_prefix:
         # The prefix's alphabet is validated; "_" is the only LIKE metacharacter it allows.
         pattern = username_prefix.replace("_", "\\_") + "%"
-        cursor = db.execute_sql(LIST_BY_PREFIX_SQL, (after or 0, pattern, limit))
+        cursor = _execute_prepared("list_users_by_prefix", (after or 0, pattern, limit))
     else:
-        cursor = db.execute_sql(LIST_SQL, (after or 0, limit))
+        cursor = _execute_prepared("list_users", (after or 0, limit))
     return [dict(zip(PUBLIC_FIELDS, row)) for row in cursor.fetchall()]
 
 
 def get_user(user_id: int) -> tuple[dict[str, Any], int] | None:
-    row = db.execute_sql(GET_SQL, (user_id,)).fetchone()
+    row = _execute_prepared("get_user", (user_id,)).fetchone()
     return None if row is None else _user(row)
 
 
@@ -168,10 +194,11 @@ def update_user(user_id: int, fields: dict[str, Any], if_match: Iterable[int] | 
     if if_match is not None:
         query = query.where(User.version.in_(list(if_match)))
     try:
-        row = query.returning(*(getattr(User, name) for name in PUBLIC_FIELDS), User.version).tuples().first()
+        # An UPDATE query has no .first(): run it and take its one row, if any.
+        rows = list(query.returning(*(getattr(User, name) for name in PUBLIC_FIELDS), User.version).tuples().execute())
     except IntegrityError as exc:
         raise Conflict(_conflicting_field(exc)) from exc
-    return None if row is None else _user(row)
+    return _user(rows[0]) if rows else None
 
 
 def delete_user(user_id: int, if_match: Iterable[int] | None) -> bool:
@@ -202,6 +229,7 @@ def count_users() -> int:
 
 
 def _conflicting_field(exc: IntegrityError) -> str:
-    original = exc.args[0] if exc.args else None
+    # peewee keeps the driver's exception in `.orig` (its args hold only the message).
+    original = getattr(exc, "orig", None)
     constraint = getattr(getattr(original, "diag", None), "constraint_name", None)
     return CONSTRAINT_FIELDS.get(constraint or "", "username")
