@@ -5,6 +5,7 @@ Resources call these functions only; a reviewer finds every SQL shape here.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Iterable
 
 import psycopg2.extensions
@@ -105,7 +106,12 @@ def discard_connection() -> None:
 def create_schema() -> None:
     with db.atomic():
         db.create_tables([User], safe=True)
-        db.execute_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {EMAIL_INDEX} ON users (lower(email))")
+        _create_secondary_indexes()
+
+
+def _create_secondary_indexes() -> None:
+    User._schema.create_indexes(safe=True)
+    db.execute_sql(f"CREATE UNIQUE INDEX IF NOT EXISTS {EMAIL_INDEX} ON users (lower(email))")
 
 
 def ping() -> None:
@@ -212,16 +218,56 @@ def user_exists(user_id: int) -> bool:
     return db.execute_sql(EXISTS_SQL, (user_id,)).fetchone() is not None
 
 
-def seed_random_users(count: int) -> int:
-    """Insert up to `count` users named by 8 random hex digits; names already taken are skipped."""
+NAME_SPACE = 16**8
+_SEED_SQL = (
+    "INSERT INTO users (username) "
+    "SELECT DISTINCT lpad(to_hex(%(low)s + floor(random() * %(span)s)::bigint), 8, '0') AS name "
+    "FROM generate_series(1, %(count)s) ORDER BY name"
+)
+
+
+def seed_random_users(count: int, part: int = 0, parts: int = 1) -> int:
+    """Insert up to `count` users named by 8 random hex digits; names already taken are skipped.
+
+    Names come from slice `part` of `parts` of the name space and go in in name order, so
+    a batch fills index pages in sequence instead of touching pages all over the index.
+    """
+    span = NAME_SPACE // parts
     cursor = db.execute_sql(
-        "INSERT INTO users (username) "
-        "SELECT substr(md5(random()::text || clock_timestamp()::text), 1, 8) "
-        "FROM generate_series(1, %s) "
-        "ON CONFLICT (username) DO NOTHING",
-        (count,),
+        _SEED_SQL + " ON CONFLICT (username) DO NOTHING",
+        {"low": part * span, "span": span, "count": count},
     )
     return cursor.rowcount
+
+
+@contextmanager
+def bulk_loading():
+    """Load an empty users table the way `pgbench -i` does: rows first, indexes after.
+
+    Yields a function like `seed_random_users` (whose slices must not overlap, as the
+    unique index is only rebuilt at the end). Everything runs in one transaction holding an
+    exclusive lock, so readers wait for the load instead of seeing it half done.
+    """
+    with db.atomic():
+        db.execute_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        if db.execute_sql("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0]:
+            raise ValueError("bulk loading needs an empty users table")
+        for index in _secondary_index_names():
+            db.execute_sql(f'DROP INDEX "{index}"')
+
+        def load(count: int, part: int, parts: int) -> int:
+            span = NAME_SPACE // parts
+            return db.execute_sql(_SEED_SQL, {"low": part * span, "span": span, "count": count}).rowcount
+
+        yield load
+        _create_secondary_indexes()
+
+
+def _secondary_index_names() -> list[str]:
+    rows = db.execute_sql(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'users' AND indexname <> 'users_pkey'"
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def count_users() -> int:

@@ -91,3 +91,13 @@ def test_embedded_db_status_of_a_stopped_server(tmp_path):
     result = run("scripts.embedded_db", "status", env={"EMBEDDED_PG_DIR": str(tmp_path / "none")})
     assert result.returncode == 1
     assert "is not running" in result.stderr
+
+
+def test_a_bulk_seed_into_an_empty_table_rebuilds_the_indexes(db_env, client):
+    result = run("scripts.seed_users", "20000", "--batch", "5000", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert "the table now has 20000" in result.stdout
+    indexes = {row[0] for row in models.db.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'users'").fetchall()}
+    assert indexes == {"users_pkey", "user_username", models.EMAIL_INDEX}
+    taken = models.db.execute_sql("SELECT username FROM users LIMIT 1").fetchone()[0]
+    assert client.simulate_post("/users", json={"username": taken}).status_code == 409
