@@ -8,7 +8,7 @@ import embedded
 import models
 import problems
 from openapi import build_document
-from resources import BodyReader, Health, OpenAPIDocument, Ready, UserCollection, UserItem
+from resources import BodyReader, Health, OpenAPIDocument, Ready, UserCollection, UserIdConverter, UserItem
 from settings import Settings, load_settings
 
 
@@ -25,10 +25,11 @@ def create_app(settings: Settings) -> falcon.App:
     )
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = True
+    app.router_options.converters["user_id"] = UserIdConverter
     problems.install(app)
     read_body = BodyReader(settings.max_body_bytes)
     app.add_route("/users", UserCollection(settings, read_body))
-    app.add_route(f"/users/{{user_id:int(min=1, max={2**63 - 1})}}", UserItem(read_body))
+    app.add_route("/users/{user_id:user_id}", UserItem(read_body))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready())
     app.add_route("/openapi.json", OpenAPIDocument(build_document(settings)))

@@ -84,6 +84,8 @@ def bind_database(url: str, *, statement_timeout_ms: int, connect_timeout: int) 
     }
     ours = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={statement_timeout_ms} -c TimeZone=UTC"
     params["options"] = f"{ours} {params.get('options', '')}".strip()
+    # peewee's init() merges into the previous binding's parameters; start from none.
+    db.connect_params = {}
     db.init(params.pop("dbname", params.get("user", "postgres")), **params)
 
 
@@ -134,7 +136,8 @@ def _compiled(query) -> str:
 
 _PAGE = _public(User).where(User.id > 0).order_by(User.id).limit(1)
 LIST_SQL = _compiled(_PAGE)
-LIST_BY_PREFIX_SQL = _compiled(_PAGE.where(User.username % "p%"))
+# A range, not LIKE: with the "C" collation it reads the username index for any prefix.
+LIST_BY_PREFIX_SQL = _compiled(_PAGE.where((User.username >= "a") & (User.username < "b")))
 GET_SQL = _compiled(_public(User).select_extend(User.version).where(User.id == 0))
 EXISTS_SQL = _compiled(User.select(SQL("1")).where(User.id == 0))
 INSERT_SQL = _compiled(
@@ -145,7 +148,9 @@ INSERT_SQL = _compiled(
 
 
 # Prepared once per connection, PostgreSQL skips parsing and planning them on every request.
-_PREPARED = {"get_user": GET_SQL, "list_users": LIST_SQL, "list_users_by_prefix": LIST_BY_PREFIX_SQL}
+# Not the prefix page: its best plan depends on how common the prefix is, and a prepared
+# statement soon switches to one generic plan for all prefixes.
+_PREPARED = {"get_user": GET_SQL, "list_users": LIST_SQL}
 _PREPARE = [
     f"PREPARE {name} AS {sql.replace('%s', '${}').format(*range(1, sql.count('%s') + 1))}"
     for name, sql in _PREPARED.items()
@@ -170,9 +175,10 @@ def _user(row: tuple) -> tuple[dict[str, Any], int]:
 def list_users(*, limit: int, after: int | None, username_prefix: str | None) -> list[dict[str, Any]]:
     """One keyset page: `limit` rows with id > `after`, in id order, read from an index."""
     if username_prefix:
-        # The prefix's alphabet is validated; "_" is the only LIKE metacharacter it allows.
-        pattern = username_prefix.replace("_", "\\_") + "%"
-        cursor = _execute_prepared("list_users_by_prefix", (after or 0, pattern, limit))
+        # Byte order ("C" collation): names starting with the prefix are those from the prefix
+        # up to (not including) the prefix with its last character's successor.
+        upper = username_prefix[:-1] + chr(ord(username_prefix[-1]) + 1)
+        cursor = db.execute_sql(LIST_BY_PREFIX_SQL, (after or 0, username_prefix, upper, limit))
     else:
         cursor = _execute_prepared("list_users", (after or 0, limit))
     return [dict(zip(PUBLIC_FIELDS, row)) for row in cursor.fetchall()]

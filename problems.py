@@ -62,7 +62,6 @@ def serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPErro
         body["errors"] = errors
     resp.data = orjson.dumps(body)
     resp.content_type = PROBLEM_JSON
-    resp.append_header("Vary", "Accept")
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
 import falcon
 import orjson
+from falcon.routing import BaseConverter
 
 import models
 from problems import Problem, invalid
@@ -16,6 +18,11 @@ from settings import Settings
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 LIST_PARAMS = frozenset(("limit", "after", "username_prefix"))
 MAX_ID = 2**63 - 1
+DIGITS = re.compile(r"[0-9]{1,19}")
+USER_ID = re.compile(r"[1-9][0-9]{0,18}")
+VERSION_ETAG = re.compile(r"[0-9]{1,9}")
+# A body is a flat object; this much nesting is far past any valid one.
+MAX_NESTING = 32
 
 
 def _json(resp: falcon.Response, document: Any) -> None:
@@ -43,21 +50,42 @@ class BodyReader:
         if media_type not in JSON_TYPES:
             raise Problem(falcon.HTTP_415, "Send the body as application/json.")
         too_large = Problem(falcon.HTTP_413, f"The body must not exceed {self.max_bytes} bytes.")
-        if req.content_length is not None:
-            if req.content_length > self.max_bytes:
-                raise too_large
-            raw = req.bounded_stream.read()
-        else:
-            # Chunked: no length up front, so read at most one byte past the limit.
-            raw = req.stream.read(self.max_bytes + 1)
-            if len(raw) > self.max_bytes:
-                raise too_large
+        if req.content_length is not None and req.content_length > self.max_bytes:
+            raise too_large
+        try:
+            if req.content_length is not None:
+                raw = req.bounded_stream.read()
+            else:
+                # Chunked: no length up front, so read at most one byte past the limit.
+                raw = req.stream.read(self.max_bytes + 1)
+        except Exception:  # the server's reader failed: bad chunked framing, or the client left
+            raise Problem(falcon.HTTP_400, "The request body could not be read; check its framing.") from None
+        if len(raw) > self.max_bytes:
+            raise too_large
+        if req.content_length is not None and len(raw) < req.content_length:
+            raise Problem(falcon.HTTP_400, "The request body is shorter than its Content-Length.")
         if not raw.strip():
             raise Problem(falcon.HTTP_400, "The request body is empty; send a JSON object.")
         try:
-            return orjson.loads(raw)
+            document = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise Problem(falcon.HTTP_400, "The request body is not valid JSON.") from None
+        if _nested_deeper_than(document, MAX_NESTING):
+            # Valid bodies are flat; validating a deep one would exhaust the recursion limit.
+            raise Problem(falcon.HTTP_400, f"The request body nests deeper than {MAX_NESTING} levels.")
+        return document
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects in `document` nest more than `limit` levels (no recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _if_match_versions(req: falcon.Request) -> list[int] | None:
@@ -65,7 +93,29 @@ def _if_match_versions(req: falcon.Request) -> list[int] | None:
     etags = req.if_match
     if etags is None or "*" in etags:
         return None
-    return [int(tag) for tag in etags if not tag.is_weak and tag.isdigit() and len(tag) < 10]
+    return [int(tag) for tag in etags if not tag.is_weak and VERSION_ETAG.fullmatch(tag)]
+
+
+def _whole_number(req: falcon.Request, name: str, minimum: int, maximum: int, default: int | None = None) -> int | None:
+    """A query parameter of plain ASCII digits within bounds (Python's int() also takes "+1", "1_0", "١")."""
+    raw = req.params.get(name)
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        raise Problem(falcon.HTTP_400, f"Give {name} once.")
+    if not DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise Problem(falcon.HTTP_400, f"{name} must be a whole number from {minimum} to {maximum}.")
+    return int(raw)
+
+
+class UserIdConverter(BaseConverter):
+    """Path ids as PostgreSQL bigint keys: plain digits, 1 to 2**63-1; anything else is no route (404)."""
+
+    def convert(self, value: str) -> int | None:
+        if not USER_ID.fullmatch(value):
+            return None
+        number = int(value)
+        return number if number <= MAX_ID else None
 
 
 def _conflict(exc: models.Conflict) -> Problem:
@@ -86,10 +136,10 @@ class UserCollection:
         unknown = sorted(set(req.params) - LIST_PARAMS)
         if unknown:
             raise Problem(falcon.HTTP_400, f"Unknown query parameter(s): {', '.join(unknown)[:200]}. Use limit, after or username_prefix.")
-        limit = req.get_param_as_int("limit", min_value=1, max_value=self.page_max, default=self.page_default)
-        after = req.get_param_as_int("after", min_value=0, max_value=MAX_ID)
-        prefix = req.get_param("username_prefix")
-        if prefix is not None and not matches(USERNAME_PREFIX_PATTERN, prefix):
+        limit = _whole_number(req, "limit", 1, self.page_max, self.page_default)
+        after = _whole_number(req, "after", 0, MAX_ID)
+        prefix = req.params.get("username_prefix")
+        if prefix is not None and not (isinstance(prefix, str) and matches(USERNAME_PREFIX_PATTERN, prefix)):
             raise Problem(falcon.HTTP_400, "username_prefix must be 1 to 32 of: lowercase letters, digits, '_', '.', '-'.")
         # One row more than asked tells whether a next page exists, without a COUNT.
         users = models.list_users(limit=limit + 1, after=after, username_prefix=prefix)
@@ -98,7 +148,7 @@ class UserCollection:
             query = {"limit": limit, "after": users[-1]["id"]}
             if prefix:
                 query["username_prefix"] = prefix
-            resp.append_header("Link", f'<{req.path}?{urlencode(query)}>; rel="next"')
+            resp.append_header("Link", f'<{req.root_path}{req.path}?{urlencode(query)}>; rel="next"')
         _json(resp, users)
 
     on_head = on_get
@@ -113,7 +163,7 @@ class UserCollection:
         except models.Conflict as exc:
             raise _conflict(exc) from None
         resp.status = falcon.HTTP_201
-        resp.location = f"/users/{user['id']}"
+        resp.location = f"{req.root_path}/users/{user['id']}"
         _send_user(resp, user, version)
 
 
@@ -186,3 +236,5 @@ class OpenAPIDocument:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data = self.body
         resp.content_type = falcon.MEDIA_JSON
+
+    on_head = on_get

@@ -18,8 +18,8 @@ USERNAME_PATTERN = rf"^[a-z0-9][a-z0-9_.-]{{0,{USERNAME_MAX - 1}}}$"
 USERNAME_PREFIX_PATTERN = rf"^[a-z0-9_.-]{{1,{USERNAME_MAX}}}$"
 # Printable, no spaces, one "@" and a dot in the domain: strict enough to catch typos,
 # loose enough for real addresses; delivery is the only true check.
-EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+$"
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$"
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 USERNAME = {
     "type": "string",

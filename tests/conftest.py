@@ -83,6 +83,7 @@ def settings(database_url):
 
 @pytest.fixture
 def app(settings):
+    models.db.close()
     application = create_app(settings)
     models.db.execute_sql("TRUNCATE users RESTART IDENTITY")
     yield application
