@@ -56,7 +56,7 @@ class User(Model):
 
 EMAIL_INDEX = "users_email_lower"
 # peewee names the username index after the model ("user_username"), not the table.
-CONSTRAINT_FIELDS = {"user_username": "username", "users_username": "username", EMAIL_INDEX: "email"}
+CONSTRAINT_FIELDS = {"user_username": "username", EMAIL_INDEX: "email"}
 
 
 class Conflict(Exception):

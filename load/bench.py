@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", default="100,500", help="comma-separated wrk connection counts (default: %(default)s)")
     parser.add_argument("--users", type=int, default=100_000, help="seed the table up to this many users first (default: %(default)s)")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY or the number of cores)")
+    parser.add_argument(
+        "--gunicorn-args",
+        default="",
+        help='extra gunicorn flags for both servers, to compare configurations, e.g. "--worker-class sync" (default: none)',
+    )
+    parser.add_argument("--cases", default="get,list", help="what to measure: get (GET /users/{id}), list (first and deep pages) (default: %(default)s)")
+    parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench -S ceiling")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)")
     args = parser.parse_args(argv)
     connections = [int(value) for value in args.connections.split(",")]
@@ -78,16 +86,20 @@ def main(argv: list[str] | None = None) -> None:
     ids_file = write_user_ids(args.out / "user-ids.txt")
     models.db.close()
     logs = args.out / "logs"
-    hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1")
-    orgapi = serve("app:api", url, workers, logs, ready_path="/readyz")
+    extra = tuple(shlex.split(args.gunicorn_args))
+    hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
+    orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
     rows: list[Measurement] = []
     try:
         cases = [
             ("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
             ("GET /users/{id}", orgapi, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
-            ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": "0"}),
-            ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": str(max(top_id - 1000, 0))}),
         ]
+        if "list" in args.cases:
+            cases += [
+                ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": "0"}),
+                ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": str(max(top_id - 1000, 0))}),
+            ]
         for count in connections:
             for label, server, script, env in cases:
                 if args.warmup:
@@ -97,26 +109,34 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         hello.stop()
         orgapi.stop()
-    pgbench = pgbench_select_only(url, args.seconds)
+    pgbench = None if args.no_pgbench else pgbench_select_only(url, args.seconds)
 
     by_key = {(row.label, row.connections): row for row in rows}
     ratios = []
     for count in connections:
         ceiling = by_key[("minimal Falcon app", count)]
         for label in ("GET /users/{id}", "GET /users first page", "GET /users deep page"):
-            row = by_key[(label, count)]
+            row = by_key.get((label, count))
+            if row is None:
+                continue
             ratios.append({
                 "what": f"{label} / minimal app @ {count}",
                 "ratio": round(row.rps / ceiling.rps, 3),
                 "p99/p50": round(row.p99_ms / max(row.p50_ms, 0.001), 2),
             })
-        ratios.append({"what": f"GET /users/{{id}} / pgbench -S tps @ {count}", "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3), "p99/p50": "-"})
+        if pgbench:
+            ratios.append({"what": f"GET /users/{{id}} / pgbench -S tps @ {count}", "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3), "p99/p50": "-"})
     table = markdown_table([row.row() for row in rows], COLUMNS)
+    ceiling = (
+        f"pgbench -S ({pgbench['clients']} clients, scale {pgbench['scale']}): {pgbench['tps']} tps, "
+        f"{pgbench['db_cpu_ms_per_transaction']} ms PostgreSQL CPU per transaction"
+        if pgbench
+        else "pgbench -S: not run (--no-pgbench)"
+    )
     report = (
-        f"workers: {workers}, users in table: {top_id}, {args.seconds:g} s per point, generator: wrk (2 threads, 3 s timeout)\n\n"
-        f"{table}\n\npgbench -S ({pgbench['clients']} clients, scale {pgbench['scale']}): {pgbench['tps']} tps, "
-        f"{pgbench['db_cpu_ms_per_transaction']} ms PostgreSQL CPU per transaction\n\n"
-        + markdown_table(ratios, ["what", "ratio", "p99/p50"])
+        f"workers: {workers}, gunicorn flags: {args.gunicorn_args or '(gunicorn.conf.py only)'}, users in table: {top_id}, "
+        f"{args.seconds:g} s per point, generator: wrk (2 threads, 3 s timeout)\n\n"
+        f"{table}\n\n{ceiling}\n\n" + markdown_table(ratios, ["what", "ratio", "p99/p50"])
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.md").write_text(report + "\n")

@@ -67,11 +67,13 @@ def write_user_ids(path: Path, count: int = 10_000) -> Path:
     return path
 
 
-def serve(app: str, url: str, workers: int, log_dir: Path, ready_path: str, extra_env: dict | None = None) -> Gunicorn:
+def serve(
+    app: str, url: str, workers: int, log_dir: Path, ready_path: str, extra_env: dict | None = None, extra_args: tuple[str, ...] = ()
+) -> Gunicorn:
     """`gunicorn <app>` with the project's gunicorn.conf.py and `workers` workers, started."""
     env = {"DATABASE_URL": url, **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = Gunicorn(env, "--workers", str(workers), log_path=log_dir / f"{app.replace(':', '_')}-{workers}w.log", app=app)
+    server = Gunicorn(env, "--workers", str(workers), *extra_args, log_path=log_dir / f"{app.replace(':', '_')}-{workers}w.log", app=app)
     return server.start(ready_path=ready_path)
 
 
