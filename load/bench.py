@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions
 
 import models
-from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, prepare_database, run_wrk, serve, write_user_ids
+from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, postmaster, prepare_database, run_wrk, serve, write_user_ids
 from tests.processes import PROJECT_ROOT
 
 COLUMNS = ["label", "connections", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_ms_per_request", "db_cpu_ms_per_request", "generator_cpu_percent"]
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         help='extra gunicorn flags for both servers, to compare configurations, e.g. "--worker-class sync" (default: none)',
     )
     parser.add_argument("--cases", default="get,list", help="what to measure: get (GET /users/{id}), list (first and deep pages) (default: %(default)s)")
+    parser.add_argument("--page-limit", type=int, default=100, help="limit of the list pages measured (default: %(default)s)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench -S ceiling")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)")
     args = parser.parse_args(argv)
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     ids_file = write_user_ids(args.out / "user-ids.txt")
     models.db.close()
     logs = args.out / "logs"
+    database = postmaster(url)
     extra = tuple(shlex.split(args.gunicorn_args))
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
     orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
@@ -97,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
         ]
         if "list" in args.cases:
             cases += [
-                ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": "0"}),
-                ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": "100", "AFTER_ID": str(max(top_id - 1000, 0))}),
+                ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": "0"}),
+                ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": str(max(top_id - 1000, 0))}),
             ]
         for count in connections:
             for label, server, script, env in cases:
                 if args.warmup:
-                    run_wrk(server, script, count, args.warmup, label, workers, env)
-                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env))
+                    run_wrk(server, script, count, args.warmup, label, workers, env, database)
+                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, database))
                 print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
     finally:
         hello.stop()

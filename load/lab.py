@@ -130,11 +130,6 @@ def postmaster(url: str) -> psutil.Process | None:
         connection.close()
 
 
-def cluster_cpu(master: psutil.Process) -> float:
-    """CPU seconds of one PostgreSQL cluster: its postmaster, the backends it has reaped and every live child."""
-    return _tree_cpu(master)
-
-
 def wrk_path() -> str:
     path = shutil.which("wrk")
     if path is None:
@@ -142,21 +137,35 @@ def wrk_path() -> str:
     return path
 
 
-def run_wrk(server: Gunicorn, script: str, connections: int, seconds: float, label: str, workers: int, env: dict | None = None) -> Measurement:
-    """Drive `server` with wrk (2 threads, 3 s timeout) and account the CPU of everyone involved."""
+def run_wrk(
+    server: Gunicorn,
+    script: str,
+    connections: int,
+    seconds: float,
+    label: str,
+    workers: int,
+    env: dict | None = None,
+    database: psutil.Process | None = None,
+) -> Measurement:
+    """Drive `server` with wrk (2 threads, 3 s timeout) and account the CPU of everyone involved.
+
+    PostgreSQL CPU is that of the cluster whose postmaster is `database` (see `postmaster()`),
+    else of every postgres process on the machine.
+    """
     wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), **(env or {})}
     command = [
         wrk_path(), "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "3s",
         "-s", str(WRK_DIR / script), f"http://127.0.0.1:{server.port}",
     ]
     master = psutil.Process(server.master_pid)
-    server_before, db_before = _tree_cpu(master), postgres_cpu()
+    database_cpu = (lambda: _tree_cpu(database)) if database else postgres_cpu
+    server_before, db_before = _tree_cpu(master), database_cpu()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     output = subprocess.run(command, env=wrk_env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     elapsed = time.monotonic() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu, db_cpu = _tree_cpu(master) - server_before, postgres_cpu() - db_before
+    server_cpu, db_cpu = _tree_cpu(master) - server_before, database_cpu() - db_before
     generator_cpu = (children_after.ru_utime - children_before.ru_utime) + (children_after.ru_stime - children_before.ru_stime)
     figures = json.loads(output.strip().splitlines()[-1])
     requests = max(figures["requests"], 1)

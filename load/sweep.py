@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 import models
-from load.lab import cluster_cpu, markdown_table, postmaster, prepare_database, run_wrk, serve, wrk_path, write_user_ids
+from load.lab import markdown_table, postmaster, prepare_database, run_wrk, serve, wrk_path, write_user_ids
 from tests.processes import PROJECT_ROOT
 
 GAIN_THRESHOLD = 0.10  # a step that adds less than this much throughput is where scaling stops
@@ -97,18 +97,13 @@ def measure_point(server, mix: Mix, users: int, seconds: float, workers: int, en
     """One wrk run; the lab's Measurement plus CPU shares in % of one core and the machine's busy cores.
 
     PostgreSQL CPU is that of the cluster the service uses (its postmaster's process tree) when it runs
-    here; the lab's figure for every `postgres` process on the machine is kept as db_all_postgres_*.
+    here, else of every `postgres` process on the machine.
     """
     busy_before, started = machine_busy_seconds(), time.monotonic()
-    cluster_before = cluster_cpu(pg_master) if pg_master else 0.0
-    measurement = run_wrk(server, mix.script, users, seconds, f"{workers}w/{users}u", workers, env)
-    cluster = cluster_cpu(pg_master) - cluster_before if pg_master else 0.0
+    measurement = run_wrk(server, mix.script, users, seconds, f"{workers}w/{users}u", workers, env, database=pg_master)
     busy, elapsed = machine_busy_seconds() - busy_before, time.monotonic() - started
     row = measurement.row()
     row["users"] = row.pop("connections")
-    row["db_all_postgres_cpu_ms_per_request"] = row["db_cpu_ms_per_request"]
-    if pg_master:
-        row["db_cpu_ms_per_request"] = round(cluster * 1000 / max(row["requests"], 1), 3)
     row["db_cpu_scope"] = f"cluster of postmaster {pg_master.pid}" if pg_master else "every postgres process on the machine"
     service_cores = row["server_cpu_ms_per_request"] * row["rps"] / 1000
     db_cores = row["db_cpu_ms_per_request"] * row["rps"] / 1000

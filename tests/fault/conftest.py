@@ -1,0 +1,123 @@
+"""Fixtures for fault tests: a PostgreSQL cluster they own, a fresh database, real gunicorn.
+
+The cluster (tests/pgcluster.py) runs in a temporary folder on a free loopback port, so
+tests stop, restart and kill it freely; each test gets its own database in it, made by
+the app's own code. Measurements a test records with `measure(...)` are printed at the
+end of the run with `-v` (or FAULT_REPORT=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+import models
+from tests.fault.load import wait_for
+from tests.pgcluster import PostgresCluster
+from tests.processes import Gunicorn
+
+_MEASUREMENTS: list[tuple[str, dict]] = []
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    with PostgresCluster(prefix="orgapi-fault-pg-") as running:
+        yield running
+
+
+@dataclass
+class FaultDatabase:
+    cluster: PostgresCluster
+    name: str
+    url: str
+
+    @contextmanager
+    def cursor(self):
+        """An autocommit cursor on this database (the cluster must be up)."""
+        conn = self.cluster.connect(self.name)
+        try:
+            with conn.cursor() as cursor:
+                yield cursor
+        finally:
+            conn.close()
+
+    def scalar(self, sql: str, params: tuple = ()):
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+    def backends(self) -> list[dict]:
+        """The app's connections to this database."""
+        return [row for row in self.cluster.backends("orgapi") if row["datname"] == self.name]
+
+
+@pytest.fixture
+def fault_db(cluster):
+    """A fresh database in the owned cluster, with the tables made by the app's own code."""
+    if not cluster.is_running():
+        cluster.start()
+    name = f"orgapi_fault_{uuid.uuid4().hex[:10]}"
+    url = cluster.create_database(name)
+    models.bind_database(url, statement_timeout_ms=5000, connect_timeout=5)
+    try:
+        models.create_schema()
+    finally:
+        models.db.close()
+    yield FaultDatabase(cluster, name, url)
+    if not cluster.is_running():  # a test that failed half-way may leave it down
+        cluster.start()
+    cluster.drop_database(name)
+
+
+BASE_ENV = {
+    "WEB_THREADS": "4",
+    "DB_CONNECT_TIMEOUT": "2",
+    "STATEMENT_TIMEOUT_MS": "3000",
+    "LOG_LEVEL": "info",
+    "ACCESS_LOG": "false",
+}
+
+
+@pytest.fixture
+def serve(fault_db, tmp_path):
+    """Start real gunicorn (2 workers unless told) on the test's database; stopped afterwards."""
+    servers: list[Gunicorn] = []
+
+    def start(env: dict[str, str] | None = None, *args: str, workers: int = 2) -> Gunicorn:
+        full_env = {**BASE_ENV, "DATABASE_URL": fault_db.url, **(env or {})}
+        server = Gunicorn(full_env, "--workers", str(workers), *args, log_path=tmp_path / f"gunicorn-{len(servers)}.log")
+        servers.append(server)
+        server.start("/healthz")
+        # Every worker has booted (each logs "worker <pid> ready"), not just the first.
+        wait_for(lambda: server.log().count(" ready: ") >= workers and len(server.worker_pids()) == workers, 30,
+                 message=f"{workers} workers ready")
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert "unhandled error" not in server.log(), f"the app logged a 500:\n{server.log()[-4000:]}"
+
+
+@pytest.fixture
+def measure(request):
+    """Record what a test drove and measured (shown at the end of the run with -v)."""
+
+    def record(**values) -> None:
+        _MEASUREMENTS.append((request.node.nodeid, values))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _MEASUREMENTS or not (config.getoption("verbose") > 0 or os.environ.get("FAULT_REPORT")):
+        return
+    terminalreporter.section("fault measurements")
+    for nodeid, values in _MEASUREMENTS:
+        terminalreporter.write_line(f"{nodeid}: {json.dumps(values, default=str)}")
