@@ -7,8 +7,11 @@ after the fork, so no database connection is ever shared between processes.
 import logging
 import sys
 
+import gunicorn.util
+
 import embedded
 import models
+import problems
 from settings import SettingsError, load_settings
 
 try:
@@ -31,6 +34,15 @@ proc_name = "orgapi"
 
 # No control socket: its default path is per user, so two servers on one machine would clash.
 control_socket_disable = True
+
+# Requests gunicorn itself rejects get the service's one error shape, not an HTML page.
+gunicorn.util.write_error = problems.write_server_error
+
+
+def pre_request(worker, req):
+    # gunicorn reads a request body with no deadline: a client that stops sending would hold
+    # a thread for good. Past this many seconds of silence the read fails and the app answers 408.
+    req.unreader.sock.settimeout(_settings.client_timeout)
 
 
 def _route_app_logs(log):

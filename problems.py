@@ -47,21 +47,37 @@ _DEFAULT_DETAILS = {
 }
 
 
-def serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+def problem_body(status: int, detail: str | None = None, errors: list[dict[str, str]] | None = None) -> bytes:
     body: dict[str, Any] = {
         "type": "about:blank",
         # With type "about:blank", RFC 9457 asks for the status phrase as the title.
-        "title": HTTPStatus(error.status_code).phrase,
-        "status": error.status_code,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
     }
-    detail = error.description or _DEFAULT_DETAILS.get(error.status_code)
+    detail = detail or _DEFAULT_DETAILS.get(status)
     if detail:
         body["detail"] = detail
-    errors = getattr(error, "errors", None)
     if errors:
         body["errors"] = errors
-    resp.data = orjson.dumps(body)
+    return orjson.dumps(body)
+
+
+def serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    resp.data = problem_body(error.status_code, error.description, getattr(error, "errors", None))
     resp.content_type = PROBLEM_JSON
+
+
+def write_server_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's own error answer (bad request line, oversized headers, ...), as problem+json.
+
+    gunicorn has no hook for these and writes an HTML page; gunicorn.conf.py puts this
+    function in place of `gunicorn.util.write_error`, which its workers call by name.
+    """
+    from gunicorn.util import write_nonblock
+
+    body = problem_body(status, message or None)
+    head = f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:

@@ -58,6 +58,8 @@ class BodyReader:
             else:
                 # Chunked: no length up front, so read at most one byte past the limit.
                 raw = req.stream.read(self.max_bytes + 1)
+        except TimeoutError:  # the client stopped sending (see pre_request in gunicorn.conf.py)
+            raise Problem(falcon.HTTP_408, "The request body did not arrive in time.") from None
         except Exception:  # the server's reader failed: bad chunked framing, or the client left
             raise Problem(falcon.HTTP_400, "The request body could not be read; check its framing.") from None
         if len(raw) > self.max_bytes:

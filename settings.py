@@ -30,6 +30,7 @@ class Settings:
     worker_timeout: int
     graceful_timeout: int
     keepalive: int
+    client_timeout: int
     max_requests: int
     statement_timeout_ms: int
     connect_timeout: int
@@ -111,6 +112,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_timeout=worker_timeout,
         graceful_timeout=_integer(env, "GRACEFUL_TIMEOUT", 20, 1, 3600),
         keepalive=_integer(env, "KEEPALIVE", 5, 0, 3600),
+        client_timeout=_integer(env, "CLIENT_TIMEOUT", 10, 1, 3600),
         max_requests=_integer(env, "MAX_REQUESTS", 100_000, 0, 100_000_000),
         statement_timeout_ms=statement_timeout_ms,
         connect_timeout=_integer(env, "DB_CONNECT_TIMEOUT", 3, 1, 60),

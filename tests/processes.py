@@ -40,6 +40,7 @@ class Gunicorn:
         self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, app]
         self.env = {**os.environ, **env}
         self.process: subprocess.Popen | None = None
+        self.expected_workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
 
     def start(self, ready_path: str = "/healthz", deadline: float = 30.0) -> "Gunicorn":
         log = open(self.log_path, "ab")
@@ -58,7 +59,8 @@ class Gunicorn:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if request(self.port, "GET", path, timeout=2)[0] == 200:
+                # One worker can answer before the others have booted: wait for all of them.
+                if request(self.port, "GET", path, timeout=2)[0] == 200 and len(self.worker_pids()) >= self.expected_workers:
                     return
             except OSError:
                 pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -70,3 +72,30 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
         server.start(deadline=20)
     assert "STATEMENT_TIMEOUT_MS" in server.log()
     assert server.process.returncode != 0
+
+
+def test_a_client_that_stops_sending_its_body_gets_408_after_client_timeout(database_url, tmp_path):
+    env = {"DATABASE_URL": database_url, "CLIENT_TIMEOUT": "1"}
+    with Gunicorn(env, "--workers", "1", "--threads", "1", log_path=tmp_path / "g.log") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+            stalled.sendall(
+                b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user"
+            )
+            started = time.monotonic()
+            answer = stalled.recv(65536).decode()
+            waited = time.monotonic() - started
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "application/problem+json" in answer
+        assert 0.5 < waited < 5, waited
+        # The only thread is free again.
+        assert request(server.port, "GET", "/healthz")[0] == 200
+
+
+def test_requests_gunicorn_itself_rejects_are_problem_json(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"NOT A REQUEST LINE\r\n\r\n")
+        answer = raw.recv(65536).decode()
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400")
+    assert "Content-Type: application/problem+json" in head
+    assert json.loads(body)["status"] == 400

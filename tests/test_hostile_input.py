@@ -433,7 +433,6 @@ def test_requests_gunicorn_rejects_get_a_prompt_4xx(http_server, label, head, st
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="gunicorn answers its own parse errors with text/html, not problem+json")
 def test_requests_gunicorn_rejects_are_problem_json(http_server):
     answers = [_exchange(http_server.port, head)[1].get("content-type") for _, head, _ in GUNICORN_LEVEL]
     assert answers == [PROBLEM] * len(GUNICORN_LEVEL), answers
