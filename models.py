@@ -25,7 +25,7 @@ USERNAME_MAX = 32
 EMAIL_MAX = 254
 FULL_NAME_MAX = 200
 PUBLIC_FIELDS = ("id", "username", "email", "full_name", "created_at", "updated_at")
-WRITABLE_FIELDS = ("username", "email", "full_name")
+
 
 class Database(PostgresqlDatabase):
     def _initialize_connection(self, conn) -> None:
@@ -40,7 +40,7 @@ db = Database(None)
 
 class User(Model):
     id = BigAutoField()
-    # "C" collation: byte order, so the unique index also serves `LIKE 'prefix%'`.
+    # "C" collation: byte order, so the unique index also serves username-prefix ranges.
     username = CharField(max_length=USERNAME_MAX, unique=True, collation='"C"')
     email = CharField(max_length=EMAIL_MAX, null=True)
     full_name = CharField(max_length=FULL_NAME_MAX, null=True)
@@ -120,8 +120,7 @@ def ping() -> None:
     db.execute_sql("SELECT 1")
 
 
-def _public(query):
-    return query.select(*(getattr(User, name) for name in PUBLIC_FIELDS))
+_PUBLIC_COLUMNS = [getattr(User, name) for name in PUBLIC_FIELDS]
 
 
 def _compiled(query) -> str:
@@ -134,16 +133,14 @@ def _compiled(query) -> str:
     return sql
 
 
-_PAGE = _public(User).where(User.id > 0).order_by(User.id).limit(1)
+_PAGE = User.select(*_PUBLIC_COLUMNS).where(User.id > 0).order_by(User.id).limit(1)
 LIST_SQL = _compiled(_PAGE)
 # A range, not LIKE: with the "C" collation it reads the username index for any prefix.
 LIST_BY_PREFIX_SQL = _compiled(_PAGE.where((User.username >= "a") & (User.username < "b")))
-GET_SQL = _compiled(_public(User).select_extend(User.version).where(User.id == 0))
+GET_SQL = _compiled(User.select(*_PUBLIC_COLUMNS, User.version).where(User.id == 0))
 EXISTS_SQL = _compiled(User.select(SQL("1")).where(User.id == 0))
 INSERT_SQL = _compiled(
-    User.insert(username="", email=None, full_name=None).returning(
-        *(getattr(User, name) for name in PUBLIC_FIELDS), User.version
-    )
+    User.insert(username="", email=None, full_name=None).returning(*_PUBLIC_COLUMNS, User.version)
 )
 
 
@@ -207,7 +204,7 @@ def update_user(user_id: int, fields: dict[str, Any], if_match: Iterable[int] | 
         query = query.where(User.version.in_(list(if_match)))
     try:
         # An UPDATE query has no .first(): run it and take its one row, if any.
-        rows = list(query.returning(*(getattr(User, name) for name in PUBLIC_FIELDS), User.version).tuples().execute())
+        rows = list(query.returning(*_PUBLIC_COLUMNS, User.version).tuples().execute())
     except IntegrityError as exc:
         raise Conflict(_conflicting_field(exc)) from exc
     return _user(rows[0]) if rows else None

@@ -77,37 +77,35 @@ def serve(
     return server.start(ready_path=ready_path)
 
 
+def _cpu_seconds(processes, with_reaped_children: bool = False) -> float:
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+        if with_reaped_children:
+            total += times.children_user + times.children_system
+    return total
+
+
 def _tree_cpu(process: psutil.Process) -> float:
     """CPU seconds of `process`, of the children it has already reaped, and of its live descendants.
 
     Counting reaped children keeps the figure monotonic when a child exits during a run (a gunicorn
     worker recycled at max_requests, a PostgreSQL backend closing), instead of dropping its CPU.
     """
-    total = 0.0
     try:
-        times = process.cpu_times()
-        total += times.user + times.system + times.children_user + times.children_system
+        descendants = process.children(recursive=True)
     except psutil.NoSuchProcess:
-        pass
-    for proc in process.children(recursive=True):
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+        return 0.0
+    return _cpu_seconds([process], with_reaped_children=True) + _cpu_seconds(descendants)
 
 
 def postgres_cpu() -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "postgres":
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-    return total
+    """CPU seconds of every live postgres process on the machine (when the service's cluster is unknown)."""
+    return _cpu_seconds(proc for proc in psutil.process_iter(["name"]) if proc.info["name"] == "postgres")
 
 
 def postmaster(url: str) -> psutil.Process | None:
