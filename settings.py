@@ -83,8 +83,9 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
 
 
 def default_workers() -> int:
-    # Measured on a 2-core machine (BENCHMARKS.md): one worker per core is fastest.
-    return os.cpu_count() or 1
+    # Measured on a 2-core machine (`make sweep`, BENCHMARKS.md): two gthread workers per
+    # core beat one (+25-30% requests/s) and eight (-11-22%), for this app and a minimal one.
+    return 2 * (os.cpu_count() or 1)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured run before each measurement (default: %(default)s)")
     parser.add_argument("--connections", default="100,500", help="comma-separated wrk connection counts (default: %(default)s)")
     parser.add_argument("--users", type=int, default=100_000, help="seed the table up to this many users first (default: %(default)s)")
-    parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY or the number of cores)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
     parser.add_argument(
         "--gunicorn-args",
         default="",

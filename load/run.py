@@ -24,7 +24,7 @@ RESULTS = PROJECT_ROOT / "load" / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="extra bzt files merged over bzt-config.yml, e.g. bzt-500.yml or load/bzt-smoke.yml")
-    parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY or the number of cores)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
     parser.add_argument("--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)")
     args = parser.parse_args(argv)
     if not BZT.exists():
