@@ -37,6 +37,11 @@ class Problem(falcon.HTTPError):
         self.errors = errors
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors span several), for one-line logs."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def invalid(errors: list[dict[str, str]], detail: str = "The request body is not valid.") -> Problem:
     return Problem(falcon.HTTP_422, detail, errors=errors)
 
@@ -82,7 +87,7 @@ def write_server_error(sock, status: int, reason: str, message: str) -> None:
 
 def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
     models.discard_connection()
-    log.warning("database unavailable during %s %s: %s", req.method, req.path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    log.warning("database unavailable during %s %s: %s", req.method, req.path, first_line(exc))
     raise Problem(
         falcon.HTTP_503,
         "The database is unavailable; retry shortly.",

@@ -49,9 +49,8 @@ class BodyReader:
         media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
         if media_type not in JSON_TYPES:
             raise Problem(falcon.HTTP_415, "Send the body as application/json.")
-        too_large = Problem(falcon.HTTP_413, f"The body must not exceed {self.max_bytes} bytes.")
         if req.content_length is not None and req.content_length > self.max_bytes:
-            raise too_large
+            raise self._too_large()
         try:
             if req.content_length is not None:
                 raw = req.bounded_stream.read()
@@ -63,7 +62,7 @@ class BodyReader:
         except Exception:  # the server's reader failed: bad chunked framing, or the client left
             raise Problem(falcon.HTTP_400, "The request body could not be read; check its framing.") from None
         if len(raw) > self.max_bytes:
-            raise too_large
+            raise self._too_large()
         if req.content_length is not None and len(raw) < req.content_length:
             raise Problem(falcon.HTTP_400, "The request body is shorter than its Content-Length.")
         if not raw.strip():
@@ -76,6 +75,9 @@ class BodyReader:
             # Valid bodies are flat; validating a deep one would exhaust the recursion limit.
             raise Problem(falcon.HTTP_400, f"The request body nests deeper than {MAX_NESTING} levels.")
         return document
+
+    def _too_large(self) -> Problem:
+        return Problem(falcon.HTTP_413, f"The body must not exceed {self.max_bytes} bytes.")
 
 
 def _nested_deeper_than(document: Any, limit: int) -> bool:

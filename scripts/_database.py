@@ -9,6 +9,7 @@ import peewee
 
 import embedded
 import models
+from problems import first_line
 from settings import Settings, SettingsError, load_settings
 
 
@@ -44,8 +45,7 @@ def connect(wait_seconds: float) -> Settings:
         except peewee.OperationalError as exc:
             models.discard_connection()
             if time.monotonic() >= deadline:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise SystemExit(
-                    f"error: database {models.describe_database(url)} did not answer within {wait_seconds:g} s: {reason}"
+                    f"error: database {models.describe_database(url)} did not answer within {wait_seconds:g} s: {first_line(exc)}"
                 ) from None
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -15,6 +15,13 @@ import os
 import re
 import sys
 
+from settings import SettingsError, load_settings
+
+try:
+    _SERVICE = load_settings()
+except SettingsError as exc:
+    raise SystemExit(f"error: configuration: {exc}") from None
+
 KB = 1024
 MB_IN_KB = 1024
 GB_IN_KB = 1024 * 1024
@@ -202,15 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=_int_at_least(1),
-        default=2,
-        help="number of gunicorn worker processes serving the API. Default: %(default)s.",
+        default=_SERVICE.workers,
+        help="number of gunicorn worker processes serving the API. "
+        "Default: the service's own, WEB_CONCURRENCY or 2 per core (here %(default)s).",
     )
     parser.add_argument(
         "--connections-per-worker",
         type=_int_at_least(1),
-        default=4,
-        help="database connections each gunicorn worker may hold (its pool size). "
-        "Default: %(default)s.",
+        default=_SERVICE.threads,
+        help="database connections each gunicorn worker may hold: one per thread. "
+        "Default: the service's own, WEB_THREADS (here %(default)s).",
     )
     parser.add_argument(
         "--extra-connections",
