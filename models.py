@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterable
 
+import psycopg2
 import psycopg2.extensions
 from peewee import (
     SQL,
@@ -24,6 +25,7 @@ from playhouse.postgres_ext import DateTimeTZField
 USERNAME_MAX = 32
 EMAIL_MAX = 254
 FULL_NAME_MAX = 200
+MAX_ID = 2**63 - 1  # ids are bigint keys
 PUBLIC_FIELDS = ("id", "username", "email", "full_name", "created_at", "updated_at")
 
 
@@ -95,6 +97,21 @@ def describe_database(url: str) -> str:
     host = parts.get("host", "localhost")
     port = parts.get("port", "5432")
     return f"postgresql://{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}"
+
+
+def ensure_database(server_url: str, name: str) -> bool:
+    """Create database `name` on the server at `server_url` unless it exists; True when created."""
+    conn = psycopg2.connect(server_url, connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is not None:
+                return False
+            cursor.execute(f'CREATE DATABASE "{name}"')
+            return True
+    finally:
+        conn.close()
 
 
 def discard_connection() -> None:

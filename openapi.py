@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import MAX_ID
 from schemas import PROBLEM, USER, USER_CREATE, USER_UPDATE, USERNAME_PREFIX_PATTERN
 from settings import Settings
 
-MAX_ID = 2**63 - 1
 
 
 def _ref(name: str) -> dict[str, str]:

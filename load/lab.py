@@ -13,9 +13,10 @@ from pathlib import Path
 
 import psutil
 
-import embedded
 import models
-from settings import Settings, load_settings
+from scripts._database import connect
+from scripts.seed_users import seed
+from settings import Settings
 from tests.processes import PROJECT_ROOT, Gunicorn
 
 WRK_DIR = PROJECT_ROOT / "load" / "wrk"
@@ -43,13 +44,11 @@ class Measurement:
 
 def prepare_database(min_users: int) -> tuple[Settings, str]:
     """The server the lab uses (DATABASE_URL or the embedded one), with at least `min_users` rows."""
-    settings = load_settings()
-    url = settings.database_url or embedded.start(settings.embedded_pg_dir)
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=settings.connect_timeout)
+    settings, url = connect(wait_seconds=30)
     models.create_schema()
     missing = min_users - models.count_users()
-    while missing > 0:
-        missing -= models.seed_random_users(min(missing, 100_000))
+    if missing > 0:
+        seed(missing, quiet=True)
     models.db.execute_sql("VACUUM ANALYZE users")
     models.db.close()
     return settings, url

@@ -23,8 +23,10 @@ def add_wait_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def connect(wait_seconds: float) -> Settings:
-    """Bind the models and wait until the database answers; exit with one line if it never does."""
+def connect(wait_seconds: float) -> tuple[Settings, str]:
+    """Bind the models and wait until the database answers; exit with one line if it never does.
+
+    Returns the settings and the database URL in use."""
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -41,7 +43,7 @@ def connect(wait_seconds: float) -> Settings:
     while True:
         try:
             models.ping()
-            return settings
+            return settings, url
         except peewee.OperationalError as exc:
             models.discard_connection()
             if time.monotonic() >= deadline:

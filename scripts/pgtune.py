@@ -17,11 +17,6 @@ import sys
 
 from settings import SettingsError, load_settings
 
-try:
-    _SERVICE = load_settings()
-except SettingsError as exc:
-    raise SystemExit(f"error: configuration: {exc}") from None
-
 KB = 1024
 MB_IN_KB = 1024
 GB_IN_KB = 1024 * 1024
@@ -169,6 +164,10 @@ def _int_at_least(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command line options; every one is described in --help."""
+    try:
+        service = load_settings()  # the worker and thread counts the service itself would use
+    except SettingsError as exc:
+        raise SystemExit(f"error: configuration: {exc}") from None
     parser = argparse.ArgumentParser(
         prog="python -m scripts.pgtune",
         description=(
@@ -209,14 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=_int_at_least(1),
-        default=_SERVICE.workers,
+        default=service.workers,
         help="number of gunicorn worker processes serving the API. "
         "Default: the service's own, WEB_CONCURRENCY or 2 per core (here %(default)s).",
     )
     parser.add_argument(
         "--connections-per-worker",
         type=_int_at_least(1),
-        default=_SERVICE.threads,
+        default=service.threads,
         help="database connections each gunicorn worker may hold: one per thread. "
         "Default: the service's own, WEB_THREADS (here %(default)s).",
     )

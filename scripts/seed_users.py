@@ -28,6 +28,29 @@ def positive(text: str) -> int:
     return value
 
 
+def seed(count: int, batch: int = 100_000, max_rounds: int = 1000, quiet: bool = False) -> int:
+    """Add `count` users (see the module doc); the number added."""
+    with tqdm(total=count, unit="users", disable=quiet) as progress:
+        added = 0
+        batches = max(1, -(-count // batch))
+        if models.count_users() == 0 and count >= BULK_THRESHOLD:
+            with models.bulk_loading() as load:
+                for part in range(batches):
+                    inserted = load(min(batch, count - added), part, batches)
+                    added += inserted
+                    progress.update(inserted)
+                progress.set_postfix_str("building indexes")
+        # Top up what duplicate draws left short (and the whole count on a non-empty table).
+        for round_number in range(max_rounds):
+            if added >= count:
+                break
+            with models.db.atomic():
+                inserted = models.seed_random_users(min(batch, count - added), round_number % batches, batches)
+            added += inserted
+            progress.update(inserted)
+    return added
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.seed_users", description=__doc__)
     parser.add_argument("count", type=positive, help="how many users to add")
@@ -48,24 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"the table already has {models.count_users()} users; none added (--if-empty)")
         return
     started = time.monotonic()
-    with tqdm(total=args.count, unit="users", disable=args.quiet) as progress:
-        added = 0
-        batches = max(1, -(-args.count // args.batch))
-        if models.count_users() == 0 and args.count >= BULK_THRESHOLD:
-            with models.bulk_loading() as load:
-                for part in range(batches):
-                    inserted = load(min(args.batch, args.count - added), part, batches)
-                    added += inserted
-                    progress.update(inserted)
-                progress.set_postfix_str("building indexes")
-        # Top up what duplicate draws left short (and the whole count on a non-empty table).
-        for round_number in range(args.max_rounds):
-            if added >= args.count:
-                break
-            with models.db.atomic():
-                inserted = models.seed_random_users(min(args.batch, args.count - added), round_number % batches, batches)
-            added += inserted
-            progress.update(inserted)
+    added = seed(args.count, args.batch, args.max_rounds, args.quiet)
     elapsed = time.monotonic() - started
     print(f"added {added} users in {elapsed:.1f} s; the table now has {models.count_users()}")
     if added < args.count:

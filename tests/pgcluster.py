@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,22 +29,10 @@ from pathlib import Path
 
 import psycopg2
 
+import embedded
+from tests.processes import free_port
+
 SERVER_USER = "embedded_postgres"
-
-
-def _bin_dir() -> Path:
-    import warnings
-
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
-        warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    return Path(POSTGRES_BIN_PATH)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _identity(pid: int) -> tuple[int, int] | None:
@@ -76,12 +63,12 @@ class PostgresCluster:
     """One PostgreSQL cluster in a temporary folder; see the module docstring."""
 
     def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None, prefix: str = "orgapi-pg-") -> None:
-        self.bin = _bin_dir()
+        self.bin = embedded.binaries()
         self.base = Path(tempfile.mkdtemp(prefix=prefix))
         self.data_dir = self.base / "data"
         self.socket_dir = self.base
         self.log_path = self.base / "postgres.log"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.settings = dict(settings or {})
         self.user = SERVER_USER if os.geteuid() == 0 else None

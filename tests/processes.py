@@ -59,8 +59,9 @@ class Gunicorn:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
             try:
-                # One worker can answer before the others have booted: wait for all of them.
-                if request(self.port, "GET", path, timeout=2)[0] == 200 and len(self.worker_pids()) >= self.expected_workers:
+                # One worker can answer before the others have booted: wait until every one
+                # has logged that it is ready (gunicorn.conf.py's post_worker_init, at LOG_LEVEL info).
+                if request(self.port, "GET", path, timeout=2)[0] == 200 and self.log().count(" ready: ") >= self.expected_workers:
                     return
             except OSError:
                 pass

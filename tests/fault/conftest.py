@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import pytest
 
 import models
-from tests.fault.load import wait_for
 from tests.pgcluster import PostgresCluster
 from tests.processes import Gunicorn
 
@@ -92,11 +91,7 @@ def serve(fault_db, tmp_path):
         full_env = {**BASE_ENV, "DATABASE_URL": fault_db.url, **(env or {})}
         server = Gunicorn(full_env, "--workers", str(workers), *args, log_path=tmp_path / f"gunicorn-{len(servers)}.log")
         servers.append(server)
-        server.start("/healthz")
-        # Every worker has booted (each logs "worker <pid> ready"), not just the first.
-        wait_for(lambda: server.log().count(" ready: ") >= workers and len(server.worker_pids()) == workers, 30,
-                 message=f"{workers} workers ready")
-        return server
+        return server.start("/healthz")  # waits for every worker, not just the first
 
     yield start
     for server in servers:
