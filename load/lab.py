@@ -17,7 +17,7 @@ import models
 from scripts._database import connect
 from scripts.seed_users import seed
 from settings import Settings
-from tests.processes import PROJECT_ROOT, Gunicorn
+from harness.processes import PROJECT_ROOT, Gunicorn
 
 WRK_DIR = PROJECT_ROOT / "load" / "wrk"
 

@@ -15,7 +15,7 @@ import sys
 
 import models
 from load.lab import max_user_id, prepare_database, serve
-from tests.processes import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 BZT = PROJECT_ROOT / ".venv-load" / "bin" / "bzt"
 RESULTS = PROJECT_ROOT / "load" / "results"

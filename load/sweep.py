@@ -34,7 +34,7 @@ import psutil
 
 import models
 from load.lab import markdown_table, postmaster, prepare_database, run_wrk, serve, wrk_path, write_user_ids
-from tests.processes import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 GAIN_THRESHOLD = 0.10  # a step that adds less than this much throughput is where scaling stops
 SATURATED = 0.85  # share of the machine's cores above which a point counts as CPU-saturated

@@ -20,7 +20,7 @@ from falcon import testing
 
 import models
 from app import create_app
-from tests.processes import free_port
+from harness.processes import free_port
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.processes import Gunicorn, free_port, request
+from harness.processes import Gunicorn, free_port, request
 
 pytestmark = pytest.mark.e2e
 

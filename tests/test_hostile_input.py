@@ -21,7 +21,7 @@ import models
 from app import create_app
 from openapi import build_document
 from settings import load_settings
-from tests.processes import Gunicorn, free_port
+from harness.processes import Gunicorn, free_port
 
 PROBLEM = "application/problem+json"
 LIMIT = 16 * 1024  # MAX_BODY_BYTES default
@@ -412,7 +412,7 @@ def test_no_row_comes_from_a_refused_body(http_server, database_url):
 
 # Below the app: gunicorn parses the request line and headers itself and answers these
 # with its own text/html page. The client gets a prompt 4xx and the worker survives, but
-# the body is not problem+json (RELIABILITY.md asks "never an HTML page").
+# the body is not problem+json (docs/RELIABILITY.md asks "never an HTML page").
 GUNICORN_LEVEL = [
     ("lowercase method", _head("get", "/users"), 400),
     ("negative Content-Length", _head("POST", "/users", JSON_CT, "Content-Length: -1"), 400),

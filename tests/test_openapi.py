@@ -22,7 +22,7 @@ from openapi_spec_validator import validate as validate_spec
 import models
 from app import create_app
 from openapi import build_document
-from tests.processes import free_port
+from harness.processes import free_port
 
 HOST = "http://localhost"
 JSON = "application/json"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import models
-from tests.processes import PROJECT_ROOT, free_port
+from harness.processes import PROJECT_ROOT, free_port
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

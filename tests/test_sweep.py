@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.processes import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 

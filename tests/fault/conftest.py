@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 import models
-from tests.pgcluster import PostgresCluster
-from tests.processes import Gunicorn
+from harness.pgcluster import PostgresCluster
+from harness.processes import Gunicorn
 
 _MEASUREMENTS: list[tuple[str, dict]] = []
 

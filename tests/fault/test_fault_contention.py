@@ -1,6 +1,6 @@
 """Slow queries, more requests than threads, slow clients, racing writers.
 
-RELIABILITY.md: a statement timeout below the worker timeout turns a stuck query into a
+docs/RELIABILITY.md: a statement timeout below the worker timeout turns a stuck query into a
 clear error and no worker is killed for it; excess requests wait a bounded time, with no
 hang and no 500; a few slow clients do not slow fast requests; racing creates of one
 username: exactly one wins, the rest get 409, one row exists.
@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.fault.load import JSON, Load, assert_only, assert_problem_503, by_kind, post_json, send, wait_for
+from harness.load import JSON, Load, assert_only, assert_problem_503, by_kind, post_json, send, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """The database goes away under a running service: restarts, killed backends, late arrival.
 
-RELIABILITY.md: errors during an outage are 503 JSON with Retry-After, never 500 or a
+docs/RELIABILITY.md: errors during an outage are 503 JSON with Retry-After, never 500 or a
 reset; the service recovers within seconds of the database returning, without a
 gunicorn restart; every acknowledged write is still there; a killed connection costs at
 most the request that held it.
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.fault.load import (
+from harness.load import (
     Load,
     assert_only,
     assert_problem_503,

@@ -1,6 +1,6 @@
 """Gunicorn's processes under stress: a worker killed mid-request, SIGTERM and SIGHUP.
 
-RELIABILITY.md: a killed worker is replaced by the master, other requests are
+docs/RELIABILITY.md: a killed worker is replaced by the master, other requests are
 unaffected, no half-written row and no connection left idle in a transaction; on SIGTERM
 in-flight requests finish; a reload under load fails no request.
 
@@ -20,7 +20,7 @@ import time
 import psutil
 import pytest
 
-from tests.fault.load import JSON, RESETS, Load, assert_only, by_kind, post_json, send, wait_for
+from harness.load import JSON, RESETS, Load, assert_only, by_kind, post_json, send, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Sustained load: memory, connections and latency stay flat (RELIABILITY.md, last class).
+"""Sustained load: memory, connections and latency stay flat (docs/RELIABILITY.md, last class).
 
 Runs on request only: `python -m pytest -m slow tests/fault/test_fault_soak.py`.
 SOAK_SECONDS sets the length (default 600); SOAK_CLIENTS the concurrency (default 6).
@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from tests.fault.load import Load, assert_only, by_kind
+from harness.load import Load, assert_only, by_kind
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 SOAK_CLIENTS = int(os.environ.get("SOAK_CLIENTS", "6"))

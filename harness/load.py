@@ -270,7 +270,7 @@ def by_kind(outcomes) -> dict[str, int]:
 
 
 def assert_problem_503(outcome: Outcome) -> None:
-    """A 503 as RELIABILITY.md wants it: problem+json with status 503 and a Retry-After."""
+    """A 503 as docs/RELIABILITY.md wants it: problem+json with status 503 and a Retry-After."""
     assert outcome.status == 503, outcome
     assert outcome.headers.get("retry-after", "").isdigit(), outcome.headers
     assert outcome.headers.get("content-type") == "application/problem+json", outcome.headers
