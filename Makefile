@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev install-load run test test-all stop-db load load-500 load-smoke sweep bench pgtune clean
+.PHONY: install install-dev install-load run lint test test-all stop-db load load-500 load-smoke sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,18 +22,24 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-## run: the service on PORT (default 8000): tables, 20 users if the table is empty, gunicorn
+## run: the service on PORT (default 8000): migrations, 20 users if the table is empty, gunicorn
 run: install
-	$(BIN)/python -m scripts.create_tables
+	$(BIN)/python -m scripts.migrate
 	$(BIN)/python -m scripts.seed_users 20 --if-empty
 	exec $(BIN)/gunicorn app:api
 
-## test: the default test suite (embedded PostgreSQL, plus TEST_DATABASE_URL when set)
-test: install-dev
+## lint: ruff (lint and format) and mypy on the app modules
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: lint, then the default test suite (embedded PostgreSQL, plus TEST_DATABASE_URL when set)
+test: lint
 	$(BIN)/python -m pytest
 
 ## test-all: also the long, marked tests (soak, sweeps)
-test-all: install-dev
+test-all: lint
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 $(LOAD_VENV)/.installed: requirements-load.txt

@@ -62,13 +62,13 @@ def expected_url(data_dir: Path, database: str = DATABASE) -> str:
 
 def start(data_dir: Path, database: str = DATABASE) -> str:
     """Initialise (first time) and start the server if needed; make sure `database` exists."""
-    import models
+    from database import ensure_database
 
     library, _ = _library()
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = library.get_server(data_dir, cleanup_mode=None)
-    if models.ensure_database(server.get_uri("postgres"), database):
+    if ensure_database(server.get_uri("postgres"), database):
         log.info("created database %s in the embedded PostgreSQL", database)
     return _uri(server.get_postmaster_info().socket_dir, database)
 

@@ -9,8 +9,9 @@ import sys
 
 import gunicorn.util
 
+import database
 import embedded
-import models
+import migrations
 import problems
 from settings import SettingsError, load_settings
 
@@ -54,7 +55,8 @@ def _route_app_logs(log):
 
 
 def on_starting(server):
-    """In the master, before any worker: start the embedded PostgreSQL when no DATABASE_URL is set."""
+    """In the master, before any worker: start the embedded PostgreSQL when no DATABASE_URL is set,
+    and say once whether the schema is what this code needs."""
     _route_app_logs(server.log)
     if _settings.uses_embedded_database:
         try:
@@ -62,9 +64,25 @@ def on_starting(server):
         except Exception as exc:  # serve anyway: data routes answer 503 until a database is there
             server.log.error("could not start the embedded PostgreSQL in %s: %s", _settings.embedded_pg_dir, exc)
             return
-        server.log.info("database: embedded PostgreSQL (data in %s) at %s", _settings.embedded_pg_dir, models.describe_database(url))
+        server.log.info("database: embedded PostgreSQL (data in %s) at %s", _settings.embedded_pg_dir, database.describe(url))
     else:
-        server.log.info("database: %s (from DATABASE_URL)", models.describe_database(_settings.database_url))
+        url = _settings.database_url
+        server.log.info("database: %s (from DATABASE_URL)", database.describe(url))
+    _check_schema(server.log, url)
+
+
+def _check_schema(log, url):
+    # The master's connection is closed before any worker forks; workers open their own.
+    db = database.Database(url, connect_timeout=_settings.connect_timeout)
+    try:
+        with db.connection_context():
+            found = db.current_schema_version()
+    except database.OperationalError as exc:
+        log.warning("database not reachable at start (data routes answer 503 until it is): %s", problems.first_line(exc))
+        return
+    needed = migrations.latest()
+    if found < needed:
+        log.error("%s; until then data routes and /readyz answer 503", database.SchemaNotReady(found, needed))
 
 
 def post_worker_init(worker):

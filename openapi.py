@@ -9,7 +9,6 @@ from schemas import PROBLEM, USER, USER_CREATE, USER_UPDATE, USERNAME_PREFIX_PAT
 from settings import Settings
 
 
-
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -105,7 +104,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {
-                            "description": "The page; a `Link: <...>; rel=\"next\"` header points to the next one, absent on the last.",
+                            "description": 'The page; a `Link: <...>; rel="next"` header points to the next one, absent on the last.',
                             "headers": {"Link": {"schema": {"type": "string"}}},
                             "content": {"application/json": {"schema": {"type": "array", "items": _ref("User")}}},
                         },
@@ -190,9 +189,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
         },
         "components": {
             "schemas": {"User": USER, "UserCreate": USER_CREATE, "UserUpdate": USER_UPDATE, "Problem": PROBLEM},
-            "headers": {
-                "ETag": {"schema": {"type": "string"}, "description": "The user's version; send it in If-Match or If-None-Match."}
-            },
+            "headers": {"ETag": {"schema": {"type": "string"}, "description": "The user's version; send it in If-Match or If-None-Match."}},
         },
     }
 
@@ -200,9 +197,5 @@ def build_document(settings: Settings) -> dict[str, Any]:
 def _status(value: str) -> dict[str, Any]:
     return {
         "description": f"status {value}",
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "properties": {"status": {"const": value}}, "required": ["status"]}
-            }
-        },
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"const": value}}, "required": ["status"]}}},
     }

@@ -14,7 +14,7 @@ import falcon
 import orjson
 import peewee
 
-import models
+from database import Database, SchemaNotReady
 
 log = logging.getLogger("orgapi")
 
@@ -85,25 +85,36 @@ def write_server_error(sock, status: int, reason: str, message: str) -> None:
     write_nonblock(sock, head.encode("latin-1") + body)
 
 
-def _database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
-    models.discard_connection()
-    log.warning("database unavailable during %s %s: %s", req.method, req.path, first_line(exc))
-    raise Problem(
-        falcon.HTTP_503,
-        "The database is unavailable; retry shortly.",
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
+def install(app: falcon.App, db: Database) -> None:
+    """problem+json for every error; database failures answered 503 and their connection discarded."""
 
+    def database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+        db.discard()
+        log.warning("database unavailable during %s %s: %s", req.method, req.path, first_line(exc))
+        raise Problem(
+            falcon.HTTP_503,
+            "The database is unavailable; retry shortly.",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
 
-def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
-    if isinstance(exc, peewee.DatabaseError):
-        # A failed statement can leave the connection in an unknown state; start clean.
-        models.discard_connection()
-    log.exception("unhandled error during %s %s", req.method, req.path)
-    raise Problem(falcon.HTTP_500, "An unexpected error occurred; it has been logged.")
+    def schema_not_ready(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+        # Said once at start by gunicorn.conf.py; each request only answers it.
+        log.debug("%s %s: %s", req.method, req.path, exc)
+        raise Problem(
+            falcon.HTTP_503,
+            f"The service is not ready: {exc}.",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
 
+    def unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+        if isinstance(exc, peewee.DatabaseError):
+            # A failed statement can leave the connection in an unknown state; start clean.
+            db.discard()
+        log.exception("unhandled error during %s %s", req.method, req.path)
+        raise Problem(falcon.HTTP_500, "An unexpected error occurred; it has been logged.")
 
-def install(app: falcon.App) -> None:
     app.set_error_serializer(serialize)
-    app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), _database_unavailable)
+    app.add_error_handler(Exception, unexpected)
+    for error in (peewee.OperationalError, peewee.InterfaceError):
+        app.add_error_handler(error, database_unavailable)
+    app.add_error_handler(SchemaNotReady, schema_not_ready)

@@ -10,9 +10,10 @@ import falcon
 import orjson
 from falcon.routing import BaseConverter
 
-import models
+from database import Database
 from models import MAX_ID
 from problems import Problem, invalid
+from queries import Conflict, UserStore
 from schemas import USERNAME_PREFIX_PATTERN, matches, validate_create, validate_update
 from settings import Settings
 
@@ -97,7 +98,7 @@ def _if_match_versions(req: falcon.Request) -> list[int] | None:
     etags = req.if_match
     if etags is None or "*" in etags:
         return None
-    return [int(tag) for tag in etags if not tag.is_weak and VERSION_ETAG.fullmatch(tag)]
+    return [int(tag) for tag in etags if isinstance(tag, falcon.ETag) and not tag.is_weak and VERSION_ETAG.fullmatch(tag)]
 
 
 def _whole_number(req: falcon.Request, name: str, minimum: int, maximum: int, default: int | None = None) -> int | None:
@@ -122,7 +123,7 @@ class UserIdConverter(BaseConverter):
         return number if number <= MAX_ID else None
 
 
-def _conflict(exc: models.Conflict) -> Problem:
+def _conflict(exc: Conflict) -> Problem:
     return Problem(
         falcon.HTTP_409,
         f"Another user already has this {exc.field}.",
@@ -131,7 +132,8 @@ def _conflict(exc: models.Conflict) -> Problem:
 
 
 class UserCollection:
-    def __init__(self, settings: Settings, read_body: BodyReader) -> None:
+    def __init__(self, users: UserStore, settings: Settings, read_body: BodyReader) -> None:
+        self.users = users
         self.page_default = settings.page_default
         self.page_max = settings.page_max
         self.read_body = read_body
@@ -140,13 +142,13 @@ class UserCollection:
         unknown = sorted(set(req.params) - LIST_PARAMS)
         if unknown:
             raise Problem(falcon.HTTP_400, f"Unknown query parameter(s): {', '.join(unknown)[:200]}. Use limit, after or username_prefix.")
-        limit = _whole_number(req, "limit", 1, self.page_max, self.page_default)
+        limit = _whole_number(req, "limit", 1, self.page_max, self.page_default) or self.page_default
         after = _whole_number(req, "after", 0, MAX_ID)
         prefix = req.params.get("username_prefix")
         if prefix is not None and not (isinstance(prefix, str) and matches(USERNAME_PREFIX_PATTERN, prefix)):
             raise Problem(falcon.HTTP_400, "username_prefix must be 1 to 32 of: lowercase letters, digits, '_', '.', '-'.")
         # One row more than asked tells whether a next page exists, without a COUNT.
-        users = models.list_users(limit=limit + 1, after=after, username_prefix=prefix)
+        users = self.users.list_page(limit=limit + 1, after=after, username_prefix=prefix)
         if len(users) > limit:
             users = users[:limit]
             query = {"limit": limit, "after": users[-1]["id"]}
@@ -163,8 +165,8 @@ class UserCollection:
         if errors:
             raise invalid(errors)
         try:
-            user, version = models.create_user(body)
-        except models.Conflict as exc:
+            user, version = self.users.create(body)
+        except Conflict as exc:
             raise _conflict(exc) from None
         resp.status = falcon.HTTP_201
         resp.location = f"{req.root_path}/users/{user['id']}"
@@ -172,11 +174,12 @@ class UserCollection:
 
 
 class UserItem:
-    def __init__(self, read_body: BodyReader) -> None:
+    def __init__(self, users: UserStore, read_body: BodyReader) -> None:
+        self.users = users
         self.read_body = read_body
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: int) -> None:
-        found = models.get_user(user_id)
+        found = self.users.get(user_id)
         if found is None:
             raise Problem(falcon.HTTP_404, f"There is no user {user_id}.")
         user, version = found
@@ -195,23 +198,23 @@ class UserItem:
         if errors:
             raise invalid(errors)
         try:
-            updated = models.update_user(user_id, body, _if_match_versions(req))
-        except models.Conflict as exc:
+            updated = self.users.update(user_id, body, _if_match_versions(req))
+        except Conflict as exc:
             raise _conflict(exc) from None
         if updated is None:
-            self._missing_or_changed(user_id)
+            raise self._missing_or_changed(user_id)
         _send_user(resp, *updated)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: int) -> None:
-        if not models.delete_user(user_id, _if_match_versions(req)):
-            self._missing_or_changed(user_id)
+        if not self.users.delete(user_id, _if_match_versions(req)):
+            raise self._missing_or_changed(user_id)
         resp.status = falcon.HTTP_204
 
-    @staticmethod
-    def _missing_or_changed(user_id: int) -> None:
-        if models.user_exists(user_id):
-            raise Problem(falcon.HTTP_412, "The user has changed since the ETag given in If-Match.")
-        raise Problem(falcon.HTTP_404, f"There is no user {user_id}.")
+    def _missing_or_changed(self, user_id: int) -> Problem:
+        """Why a conditional write matched no row: 412 when the user exists, else 404."""
+        if self.users.exists(user_id):
+            return Problem(falcon.HTTP_412, "The user has changed since the ETag given in If-Match.")
+        return Problem(falcon.HTTP_404, f"There is no user {user_id}.")
 
 
 class Health:
@@ -224,10 +227,13 @@ class Health:
 
 
 class Ready:
-    """Readiness: the database answers (a failure becomes 503 through the error handlers)."""
+    """Readiness: the database answers with the schema this code needs (else 503, through the error handlers)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        models.ping()
+        self.db.ping()
         _json(resp, {"status": "ready"})
 
     on_head = on_get

@@ -7,63 +7,70 @@ what it documents cannot drift apart.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
+from peewee import CharField, DateTimeField, Field, IntegerField
 
-from models import EMAIL_MAX, FULL_NAME_MAX, USERNAME_MAX
+from models import User, public_fields, public_names, required_on_create, writable_fields
 
+USERNAME_MAX = User.username.max_length
 USERNAME_PATTERN = rf"^[a-z0-9][a-z0-9_.-]{{0,{USERNAME_MAX - 1}}}$"
 USERNAME_PREFIX_PATTERN = rf"^[a-z0-9_.-]{{1,{USERNAME_MAX}}}$"
 # Printable, no spaces, one "@" and a dot in the domain: strict enough to catch typos,
 # loose enough for real addresses; delivery is the only true check.
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$"
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# What a client may write in each text field; any other text field takes printable text.
+PATTERNS = {"username": USERNAME_PATTERN, "email": EMAIL_PATTERN}
 
-USERNAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": USERNAME_MAX,
-    "pattern": USERNAME_PATTERN,
-    "description": "Lowercase letters, digits, '_', '.' and '-'; starts with a letter or digit.",
-}
-EMAIL = {
-    "type": ["string", "null"],
-    "maxLength": EMAIL_MAX,
-    "pattern": EMAIL_PATTERN,
-    "description": "An email address, unique (ignoring case) when present; null clears it.",
-}
-FULL_NAME = {
-    "type": ["string", "null"],
-    "maxLength": FULL_NAME_MAX,
-    "pattern": NO_CONTROL_CHARACTERS,
-    "description": "Any printable text; null clears it.",
-}
 
+def _json_type(field: Field) -> dict[str, Any]:
+    """The JSON Schema of a column's values, as responses carry them."""
+    if isinstance(field, IntegerField):  # BigAutoField too
+        schema: dict[str, Any] = {"type": "integer", **({"minimum": 1} if field.primary_key else {})}
+    elif isinstance(field, CharField):
+        schema = {"type": "string", "maxLength": field.max_length}
+    elif isinstance(field, DateTimeField):
+        schema = {"type": "string", "format": "date-time"}
+    else:
+        raise TypeError(f"no JSON Schema for {type(field).__name__} ({field.name}); add it here")
+    if field.null:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def _input(field: Field) -> dict[str, Any]:
+    """The JSON Schema of what a client may send for a writable field."""
+    schema = _json_type(field)
+    if isinstance(field, CharField):
+        if not field.null:
+            schema["minLength"] = 1
+        schema["pattern"] = PATTERNS.get(field.name, NO_CONTROL_CHARACTERS)
+    if field.help_text:
+        schema["description"] = field.help_text
+    return schema
+
+
+_WRITABLE = {field.name: _input(field) for field in writable_fields(User)}
 USER_CREATE: dict[str, Any] = {
     "type": "object",
-    "properties": {"username": USERNAME, "email": EMAIL, "full_name": FULL_NAME},
-    "required": ["username"],
+    "properties": _WRITABLE,
+    "required": [field.name for field in writable_fields(User) if required_on_create(field)],
     "additionalProperties": False,
 }
 USER_UPDATE: dict[str, Any] = {
     "type": "object",
-    "properties": {"username": USERNAME, "email": EMAIL, "full_name": FULL_NAME},
+    "properties": _WRITABLE,
     "minProperties": 1,
     "additionalProperties": False,
 }
 USER: dict[str, Any] = {
     "type": "object",
-    "properties": {
-        "id": {"type": "integer", "minimum": 1},
-        "username": {"type": "string", "maxLength": USERNAME_MAX},
-        "email": {"type": ["string", "null"], "maxLength": EMAIL_MAX},
-        "full_name": {"type": ["string", "null"], "maxLength": FULL_NAME_MAX},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    },
-    "required": ["id", "username", "email", "full_name", "created_at", "updated_at"],
+    "properties": {field.name: _json_type(field) for field in public_fields(User)},
+    "required": list(public_names(User)),
     "additionalProperties": False,
 }
 PROBLEM: dict[str, Any] = {
@@ -86,14 +93,14 @@ PROBLEM: dict[str, Any] = {
     "required": ["type", "title", "status"],
 }
 
-_MESSAGES = {
+_MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "type": lambda e: "must be of type " + " or ".join(_as_list(e.validator_value)),
     "maxLength": lambda e: f"must be at most {e.validator_value} characters",
     "minLength": lambda e: f"must be at least {e.validator_value} character(s)",
     "pattern": lambda e: _PATTERN_MESSAGES.get(e.validator_value, "has characters that are not allowed"),
     "minProperties": lambda e: "give at least one field to change",
 }
-_PATTERN_MESSAGES = {
+_PATTERN_MESSAGES: dict[str, str] = {
     USERNAME_PATTERN: "use lowercase letters, digits, '_', '.' or '-', starting with a letter or digit",
     EMAIL_PATTERN: "must be an email address such as name@example.org",
     NO_CONTROL_CHARACTERS: "must not contain control characters",
@@ -115,7 +122,7 @@ def _field_errors(error) -> list[dict[str, str]]:
     return [{"field": field, "message": message}]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(pattern: str) -> re.Pattern[str]:
     # JSON Schema patterns are ECMA-262, where "$" is the end of the string; Python's "$"
     # also matches before a final newline, which would let "name\n" through.

@@ -7,11 +7,11 @@ naming the variable, and entry points turn that into one line and a non-zero exi
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-import psycopg2.extensions
+import database
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -76,9 +76,9 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
     if not raw.startswith(("postgres://", "postgresql://")):
         raise SettingsError(f"{name} must be a postgresql:// URL")
     try:
-        psycopg2.extensions.parse_dsn(raw)
-    except psycopg2.ProgrammingError as exc:
-        raise SettingsError(f"{name} is not a valid PostgreSQL URL: {str(exc).strip()}") from None
+        database.parse_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid PostgreSQL URL: {exc}") from None
     return raw
 
 
@@ -93,9 +93,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     worker_timeout = _integer(env, "WORKER_TIMEOUT", 30, 2, 3600)
     statement_timeout_ms = _integer(env, "STATEMENT_TIMEOUT_MS", 5000, 1, 3_600_000)
     if statement_timeout_ms >= worker_timeout * 1000:
-        raise SettingsError(
-            f"STATEMENT_TIMEOUT_MS={statement_timeout_ms} must be below WORKER_TIMEOUT ({worker_timeout} s)"
-        )
+        raise SettingsError(f"STATEMENT_TIMEOUT_MS={statement_timeout_ms} must be below WORKER_TIMEOUT ({worker_timeout} s)")
     page_max = _integer(env, "PAGE_MAX", 1000, 1, 100_000)
     page_default = _integer(env, "PAGE_DEFAULT", min(100, page_max), 1, 100_000)
     if page_default > page_max:

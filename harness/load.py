@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import socket
 import threading
 import time
 import uuid
@@ -21,8 +20,7 @@ from dataclasses import dataclass, field
 CLIENT_TIMEOUT = 5.0
 JSON = {"Content-Type": "application/json"}
 # A connection the server dropped, before or during its answer.
-RESETS = (ConnectionResetError, http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
-          http.client.IncompleteRead)
+RESETS = (ConnectionResetError, http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError, http.client.IncompleteRead)
 
 
 @dataclass
@@ -54,8 +52,9 @@ class Outcome:
         return json.loads(self.body)
 
 
-def send(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-         timeout: float = CLIENT_TIMEOUT, op: str = "") -> Outcome:
+def send(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = CLIENT_TIMEOUT, op: str = ""
+) -> Outcome:
     """One request on a fresh connection, never raising: the outcome, transport errors included."""
     outcome = Outcome(op or method, method, path, time.monotonic(), 0.0)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -69,7 +68,7 @@ def send(port: int, method: str, path: str, body: bytes | None = None, headers: 
         outcome.error = "refused"
     except RESETS:
         outcome.error = "reset"
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         outcome.error = "timeout"
     except (OSError, http.client.HTTPException) as exc:
         outcome.error = type(exc).__name__
@@ -120,7 +119,7 @@ class Ledger:
             if not acked:
                 continue
             # The last acknowledged value, or a later attempt whose answer was lost.
-            allowed = {value for value, _ in attempts[acked[-1]:]}
+            allowed = {value for value, _ in attempts[acked[-1] :]}
             if rows[uid][2] not in allowed:
                 lost_updates.append(uid)
         return {
@@ -139,8 +138,16 @@ class Load:
     """`clients` threads driving a mix of reads and writes until stopped (bounded by `max_seconds`
     and `max_requests`), each pausing `pause` seconds between requests."""
 
-    def __init__(self, port: int, *, clients: int = 8, max_seconds: float = 60.0, max_requests: int = 50_000, pause: float = 0.003,
-                 mix: tuple[str, ...] = ("create", "get", "list", "patch", "get", "ready", "delete", "create")) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        clients: int = 8,
+        max_seconds: float = 60.0,
+        max_requests: int = 50_000,
+        pause: float = 0.003,
+        mix: tuple[str, ...] = ("create", "get", "list", "patch", "get", "ready", "delete", "create"),
+    ) -> None:
         self.port = port
         self.clients = clients
         self.max_seconds = max_seconds
@@ -154,7 +161,7 @@ class Load:
         self._threads: list[threading.Thread] = []
         self.tag = uuid.uuid4().hex[:6]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self.start()
         return self
 
@@ -209,7 +216,7 @@ class Load:
     def _client(self, number: int, deadline: float) -> None:
         mine: list[int] = []  # ids this thread created and has not deleted
         counter = itertools.count()
-        ops = itertools.cycle(self.mix[number % len(self.mix):] + self.mix[: number % len(self.mix)])
+        ops = itertools.cycle(self.mix[number % len(self.mix) :] + self.mix[: number % len(self.mix)])
         ledger = self.ledger
         while not self._stop.is_set() and time.monotonic() < deadline and len(self.outcomes) < self.max_requests:
             op = next(ops)

@@ -94,12 +94,20 @@ class PostgresCluster:
             check=check,
         )
 
-    def init(self) -> "PostgresCluster":
+    def init(self) -> PostgresCluster:
         """initdb (trust authentication, UTF-8, superuser `postgres`); once."""
         if not self._initialized:
             self._run(
-                "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8", "--locale=C",
-                "-U", "postgres", "--no-sync", "--no-instructions",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "--no-instructions",
             )
             self._initialized = True
         return self
@@ -132,9 +140,19 @@ class PostgresCluster:
         while True:
             # After a kill, orphaned backends may still hold the shared memory for a moment.
             result = self._run(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options,
-                "-w", "-t", str(max(1, int(end - time.monotonic()))), "start",
-                timeout=timeout + 10, check=False,
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(max(1, int(end - time.monotonic()))),
+                "start",
+                timeout=timeout + 10,
+                check=False,
             )
             if result.returncode == 0:
                 break
@@ -200,7 +218,7 @@ class PostgresCluster:
             shutil.rmtree(self.base, ignore_errors=True)
             atexit.unregister(self.cleanup)
 
-    def __enter__(self) -> "PostgresCluster":
+    def __enter__(self) -> PostgresCluster:
         self.start()
         return self
 

@@ -42,7 +42,7 @@ class Gunicorn:
         self.process: subprocess.Popen | None = None
         self.expected_workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
 
-    def start(self, ready_path: str = "/healthz", deadline: float = 30.0) -> "Gunicorn":
+    def start(self, ready_path: str = "/healthz", deadline: float = 30.0) -> Gunicorn:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -94,7 +94,7 @@ class Gunicorn:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> "Gunicorn":
+    def __enter__(self) -> Gunicorn:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -16,20 +16,38 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg2.extensions
-
+import database
 import embedded
-import models
-from load.lab import Measurement, markdown_table, max_user_id, postgres_cpu, postmaster, prepare_database, run_wrk, serve, write_user_ids
 from harness.processes import PROJECT_ROOT
+from load.lab import (
+    Measurement,
+    markdown_table,
+    max_user_id,
+    postgres_cpu,
+    postmaster,
+    prepare_database,
+    run_wrk,
+    serve,
+    write_user_ids,
+)
 
-COLUMNS = ["label", "connections", "rps", "p50_ms", "p99_ms", "errors", "server_cpu_ms_per_request", "db_cpu_ms_per_request", "generator_cpu_percent"]
+COLUMNS = [
+    "label",
+    "connections",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "server_cpu_ms_per_request",
+    "db_cpu_ms_per_request",
+    "generator_cpu_percent",
+]
 
 
 def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int = 8) -> dict:
     """`pgbench -S` on a database of its own on the same server: transactions/s and PostgreSQL CPU per transaction."""
-    params = psycopg2.extensions.parse_dsn(url)
-    fresh = models.ensure_database(url, "orgapi_pgbench")
+    params = database.parse_url(url)
+    fresh = database.ensure_database(url, "orgapi_pgbench")
     connection = ["-h", params.get("host", "127.0.0.1"), "-p", params.get("port", "5432"), "-U", params.get("user", "postgres")]
     env = {**os.environ, **({"PGPASSWORD": params["password"]} if "password" in params else {})}
     pgbench = str(embedded.binaries() / "pgbench")
@@ -39,7 +57,10 @@ def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int 
     duration = max(4, int(seconds))
     run = subprocess.Popen(
         [pgbench, "-S", "-n", "-c", str(clients), "-j", "2", "-T", str(duration), *connection, "orgapi_pgbench"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1)
     cpu_before, at_before = postgres_cpu(), time.monotonic()
@@ -49,7 +70,12 @@ def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int 
     if run.returncode:
         raise SystemExit(f"error: pgbench failed: {errors.strip()}")
     tps = float(re.search(r"tps = ([0-9.]+)", output).group(1))
-    return {"tps": round(tps, 1), "db_cpu_ms_per_transaction": round(db_cpu * 1000 / (tps * interval), 3), "clients": clients, "scale": scale}
+    return {
+        "tps": round(tps, 1),
+        "db_cpu_ms_per_transaction": round(db_cpu * 1000 / (tps * interval), 3),
+        "clients": clients,
+        "scale": scale,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,21 +90,25 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help='extra gunicorn flags for both servers, to compare configurations, e.g. "--worker-class sync" (default: none)',
     )
-    parser.add_argument("--cases", default="get,list", help="what to measure: get (GET /users/{id}), list (first and deep pages) (default: %(default)s)")
+    parser.add_argument(
+        "--cases", default="get,list", help="what to measure: get (GET /users/{id}), list (first and deep pages) (default: %(default)s)"
+    )
     parser.add_argument("--page-limit", type=int, default=100, help="limit of the list pages measured (default: %(default)s)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench -S ceiling")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)")
+    parser.add_argument(
+        "--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)"
+    )
     args = parser.parse_args(argv)
     connections = [int(value) for value in args.connections.split(",")]
 
-    settings, url = prepare_database(args.users)
+    settings, db = prepare_database(args.users)
+    url = db.url
     workers = args.workers or settings.workers
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=5)
-    top_id = max_user_id()
-    ids_file = write_user_ids(args.out / "user-ids.txt")
-    models.db.close()
+    top_id = max_user_id(db)
+    ids_file = write_user_ids(db, args.out / "user-ids.txt")
+    db.close()
     logs = args.out / "logs"
-    database = postmaster(url)
+    postgres = postmaster(url)
     extra = tuple(shlex.split(args.gunicorn_args))
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
     orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
@@ -91,13 +121,18 @@ def main(argv: list[str] | None = None) -> None:
         if "list" in args.cases:
             cases += [
                 ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": "0"}),
-                ("GET /users deep page", orgapi, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": str(max(top_id - 1000, 0))}),
+                (
+                    "GET /users deep page",
+                    orgapi,
+                    "list_page.lua",
+                    {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": str(max(top_id - 1000, 0))},
+                ),
             ]
         for count in connections:
             for label, server, script, env in cases:
                 if args.warmup:
-                    run_wrk(server, script, count, args.warmup, label, workers, env, database)
-                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, database))
+                    run_wrk(server, script, count, args.warmup, label, workers, env, postgres)
+                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, postgres))
                 print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
     finally:
         hello.stop()
@@ -112,13 +147,21 @@ def main(argv: list[str] | None = None) -> None:
             row = by_key.get((label, count))
             if row is None:
                 continue
-            ratios.append({
-                "what": f"{label} / minimal app @ {count}",
-                "ratio": round(row.rps / ceiling.rps, 3),
-                "p99/p50": round(row.p99_ms / max(row.p50_ms, 0.001), 2),
-            })
+            ratios.append(
+                {
+                    "what": f"{label} / minimal app @ {count}",
+                    "ratio": round(row.rps / ceiling.rps, 3),
+                    "p99/p50": round(row.p99_ms / max(row.p50_ms, 0.001), 2),
+                }
+            )
         if pgbench:
-            ratios.append({"what": f"GET /users/{{id}} / pgbench -S tps @ {count}", "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3), "p99/p50": "-"})
+            ratios.append(
+                {
+                    "what": f"GET /users/{{id}} / pgbench -S tps @ {count}",
+                    "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3),
+                    "p99/p50": "-",
+                }
+            )
     table = markdown_table([row.row() for row in rows], COLUMNS)
     ceiling = (
         f"pgbench -S ({pgbench['clients']} clients, scale {pgbench['scale']}): {pgbench['tps']} tps, "
@@ -133,7 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.md").write_text(report + "\n")
-    (args.out / "bench.json").write_text(json.dumps({"rows": [row.row() for row in rows], "pgbench": pgbench, "ratios": ratios, "workers": workers, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+    (args.out / "bench.json").write_text(
+        json.dumps(
+            {
+                "rows": [row.row() for row in rows],
+                "pgbench": pgbench,
+                "ratios": ratios,
+                "workers": workers,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+            indent=2,
+        )
+    )
     print(report)
 
 

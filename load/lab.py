@@ -13,11 +13,13 @@ from pathlib import Path
 
 import psutil
 
-import models
+import migrations
+from database import Database, OperationalError, admin_connection
+from harness.processes import PROJECT_ROOT, Gunicorn
+from queries import UserStore
 from scripts._database import connect
 from scripts.seed_users import seed
 from settings import Settings
-from harness.processes import PROJECT_ROOT, Gunicorn
 
 WRK_DIR = PROJECT_ROOT / "load" / "wrk"
 
@@ -42,25 +44,25 @@ class Measurement:
         return asdict(self)
 
 
-def prepare_database(min_users: int) -> tuple[Settings, str]:
-    """The server the lab uses (DATABASE_URL or the embedded one), with at least `min_users` rows."""
-    settings, url = connect(wait_seconds=30)
-    models.create_schema()
-    missing = min_users - models.count_users()
+def prepare_database(min_users: int) -> tuple[Settings, Database]:
+    """The server the lab uses (DATABASE_URL or the embedded one), migrated, with at least `min_users` rows."""
+    settings, db = connect(wait_seconds=30)
+    migrations.apply(db, report=lambda line: None)
+    missing = min_users - UserStore(db).count()
     if missing > 0:
-        seed(missing, quiet=True)
-    models.db.execute_sql("VACUUM ANALYZE users")
-    models.db.close()
-    return settings, url
+        seed(db, missing, quiet=True)
+    db.execute_sql("VACUUM ANALYZE users")
+    db.close()
+    return settings, db
 
 
-def max_user_id() -> int:
-    return models.db.execute_sql("SELECT max(id) FROM users").fetchone()[0] or 1
+def max_user_id(db: Database) -> int:
+    return db.execute_sql("SELECT max(id) FROM users").fetchone()[0] or 1
 
 
-def write_user_ids(path: Path, count: int = 10_000) -> Path:
+def write_user_ids(db: Database, path: Path, count: int = 10_000) -> Path:
     """A sample of existing ids, one a line, for load scripts that GET /users/{id}."""
-    rows = models.db.execute_sql("SELECT id FROM users ORDER BY random() LIMIT %s", (count,)).fetchall()
+    rows = db.execute_sql("SELECT id FROM users ORDER BY random() LIMIT %s", (count,)).fetchall()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{row[0]}\n" for row in rows))
     return path
@@ -109,22 +111,14 @@ def postgres_cpu() -> float:
 
 def postmaster(url: str) -> psutil.Process | None:
     """The postmaster of the server at `url` when it runs on this machine (found through a backend's parent), else None."""
-    import psycopg2
-
     try:
-        connection = psycopg2.connect(url, connect_timeout=5)
-    except psycopg2.Error:
-        return None
-    try:
-        with connection.cursor() as cursor:
+        with admin_connection(url, timeout=5) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             backend = cursor.fetchone()[0]
-        parent = psutil.Process(backend).parent()
-        return parent if parent is not None and parent.name() == "postgres" else None
-    except psutil.Error:
+            parent = psutil.Process(backend).parent()
+            return parent if parent is not None and parent.name() == "postgres" else None
+    except (OperationalError, psutil.Error):
         return None
-    finally:
-        connection.close()
 
 
 def wrk_path() -> str:
@@ -151,8 +145,18 @@ def run_wrk(
     """
     wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), **(env or {})}
     command = [
-        wrk_path(), "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "3s",
-        "-s", str(WRK_DIR / script), f"http://127.0.0.1:{server.port}",
+        wrk_path(),
+        "-t",
+        "2",
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "3s",
+        "-s",
+        str(WRK_DIR / script),
+        f"http://127.0.0.1:{server.port}",
     ]
     master = psutil.Process(server.master_pid)
     database_cpu = (lambda: _tree_cpu(database)) if database else postgres_cpu

@@ -72,16 +72,12 @@ class OrgApiUser(FastHttpUser):
     @task(80)
     def get_user(self):
         user_id = random.randint(1, MAX_USER_ID)
-        with self.client.get(
-            "/users/%d" % user_id, name="/users/[id]", catch_response=True
-        ) as response:
+        with self.client.get("/users/%d" % user_id, name="/users/[id]", catch_response=True) as response:
             _judge(response, (200, 404))
 
     @task(15)
     def list_users(self):
-        with self.client.get(
-            "/users?limit=50", name="/users", catch_response=True
-        ) as response:
+        with self.client.get("/users?limit=50", name="/users", catch_response=True) as response:
             _judge(response, (200,))
 
     @task(5)
@@ -93,4 +89,3 @@ class OrgApiUser(FastHttpUser):
             catch_response=True,
         ) as response:
             _judge(response, (201, 409))
-

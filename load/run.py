@@ -13,9 +13,8 @@ import os
 import subprocess
 import sys
 
-import models
-from load.lab import max_user_id, prepare_database, serve
 from harness.processes import PROJECT_ROOT
+from load.lab import max_user_id, prepare_database, serve
 
 BZT = PROJECT_ROOT / ".venv-load" / "bin" / "bzt"
 RESULTS = PROJECT_ROOT / "load" / "results"
@@ -25,15 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="extra bzt files merged over bzt-config.yml, e.g. bzt-500.yml or load/bzt-smoke.yml")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
-    parser.add_argument("--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)")
+    parser.add_argument(
+        "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if not BZT.exists():
         raise SystemExit("error: Taurus is not installed; run `make install-load` first")
 
-    settings, url = prepare_database(args.seed_users)
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=5)
-    top_id = max_user_id()
-    models.db.close()
+    settings, db = prepare_database(args.seed_users)
+    url = db.url
+    top_id = max_user_id(db)
+    db.close()
     workers = args.workers or settings.workers
     server = serve("app:api", url, workers, RESULTS / "logs", ready_path="/readyz")
     print(f"service: gunicorn --workers {workers} app:api on 127.0.0.1:{server.port}, {top_id} users", flush=True)

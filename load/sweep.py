@@ -32,9 +32,17 @@ from pathlib import Path
 
 import psutil
 
-import models
-from load.lab import markdown_table, postmaster, prepare_database, run_wrk, serve, wrk_path, write_user_ids
 from harness.processes import PROJECT_ROOT
+from load.lab import (
+    markdown_table,
+    postmaster,
+    prepare_database,
+    run_wrk,
+    serve,
+    write_user_ids,
+    wrk_path,
+)
+from queries import UserStore
 
 GAIN_THRESHOLD = 0.10  # a step that adds less than this much throughput is where scaling stops
 SATURATED = 0.85  # share of the machine's cores above which a point counts as CPU-saturated
@@ -153,8 +161,12 @@ def scaling_analysis(rows: list[dict], cores: int) -> tuple[str, dict[int, int |
         ceiling = cores * 1000 / total_ms if total_ms else float("inf")
         others = max(at["machine_busy_cores"] - at["cores_used"], 0.0)
         shares = sorted(
-            [("the service", at["service_cpu_percent"]), ("PostgreSQL", at["db_cpu_percent"]), ("wrk", at["generator_cpu_percent"]),
-             ("other processes on the machine", others * 100)],
+            [
+                ("the service", at["service_cpu_percent"]),
+                ("PostgreSQL", at["db_cpu_percent"]),
+                ("wrk", at["generator_cpu_percent"]),
+                ("other processes on the machine", others * 100),
+            ],
             key=lambda item: -item[1],
         )
         text += (
@@ -184,7 +196,11 @@ def scaling_analysis(rows: list[dict], cores: int) -> tuple[str, dict[int, int |
             f"Each request costs {total_ms:.2f} ms of CPU in total (service {at['service_cpu_ms_per_request']:.2f}, "
             f"PostgreSQL {at['db_cpu_ms_per_request']:.2f}, wrk {at['generator_cpu_ms_per_request']:.2f}), "
             f"so {cores} cores cannot serve more than ~{ceiling:.0f} req/s"
-            + (f" (~{ceiling * max(cores - others, 0) / cores:.0f} on the {cores - others:.2f} cores not taken by other processes)" if others >= 0.05 else "")
+            + (
+                f" (~{ceiling * max(cores - others, 0) / cores:.0f} on the {cores - others:.2f} cores not taken by other processes)"
+                if others >= 0.05
+                else ""
+            )
             + f"; measured {at['rps']:.0f} ({at['rps'] / ceiling:.0%} of the full-machine figure)."
         )
         last = points[-1]
@@ -228,8 +244,15 @@ def write_charts(rows: list[dict], out: Path, cores: int, stops: dict[int, int |
         for point in points:
             # the highest value at this worker count is labelled above its marker, the others below theirs
             highest = max(p["rps"] for p in rows if p["workers"] == point["workers"])
-            top.annotate(f"{point['rps']:.0f}", (point["workers"], point["rps"]), textcoords="offset points",
-                         xytext=(0, 7 if point["rps"] >= highest else -14), ha="center", fontsize=8, color=colours(index))
+            top.annotate(
+                f"{point['rps']:.0f}",
+                (point["workers"], point["rps"]),
+                textcoords="offset points",
+                xytext=(0, 7 if point["rps"] >= highest else -14),
+                ha="center",
+                fontsize=8,
+                color=colours(index),
+            )
         if stop:
             top.axvline(stop, color=colours(index), linestyle=":", linewidth=1)
     _x_axis(top, workers)
@@ -240,20 +263,39 @@ def write_charts(rows: list[dict], out: Path, cores: int, stops: dict[int, int |
     top.set_title(f"Throughput vs workers (wrk)\n{title_suffix}")
 
     width = 0.8 / len(user_counts)
-    parts = [("service_cpu_percent", "service (gunicorn)", "tab:blue"), ("db_cpu_percent", "PostgreSQL", "tab:orange"),
-             ("generator_cpu_percent", "wrk", "tab:green")]
+    parts = [
+        ("service_cpu_percent", "service (gunicorn)", "tab:blue"),
+        ("db_cpu_percent", "PostgreSQL", "tab:orange"),
+        ("generator_cpu_percent", "wrk", "tab:green"),
+    ]
     for index, users in enumerate(user_counts):
         points = {p["workers"]: p for p in by_users[users]}
         xs = [i + (index - (len(user_counts) - 1) / 2) * width for i in range(len(workers))]
         base = [0.0] * len(workers)
         for key, name, colour in parts:
             heights = [points[w][key] / 100 if w in points else 0 for w in workers]
-            bottom.bar(xs, heights, width * 0.9, bottom=base, color=colour, edgecolor="white", hatch="//" if index % 2 else None,
-                       label=name if index == 0 else None)
+            bottom.bar(
+                xs,
+                heights,
+                width * 0.9,
+                bottom=base,
+                color=colour,
+                edgecolor="white",
+                hatch="//" if index % 2 else None,
+                label=name if index == 0 else None,
+            )
             base = [b + h for b, h in zip(base, heights)]
         others = [max(points[w]["machine_busy_cores"] - points[w]["cores_used"], 0) if w in points else 0 for w in workers]
-        bottom.bar(xs, others, width * 0.9, bottom=base, color="lightgrey", edgecolor="white", hatch="//" if index % 2 else None,
-                   label="other processes" if index == 0 else None)
+        bottom.bar(
+            xs,
+            others,
+            width * 0.9,
+            bottom=base,
+            color="lightgrey",
+            edgecolor="white",
+            hatch="//" if index % 2 else None,
+            label="other processes" if index == 0 else None,
+        )
         for x, w in zip(xs, workers):
             if w in points:
                 bottom.annotate(f"{users}u", (x, 0), textcoords="offset points", xytext=(0, -11), ha="center", fontsize=7)
@@ -275,12 +317,28 @@ def write_charts(rows: list[dict], out: Path, cores: int, stops: dict[int, int |
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for index, users in enumerate(user_counts):
         points = by_users[users]
-        ax.plot([p["workers"] for p in points], [p["p99_ms"] for p in points], marker="o", color=colours(index), label=f"{users} users, p99")
-        ax.plot([p["workers"] for p in points], [p["p50_ms"] for p in points], marker=".", linestyle="--", color=colours(index),
-                alpha=0.6, label=f"{users} users, p50")
+        ax.plot(
+            [p["workers"] for p in points], [p["p99_ms"] for p in points], marker="o", color=colours(index), label=f"{users} users, p99"
+        )
+        ax.plot(
+            [p["workers"] for p in points],
+            [p["p50_ms"] for p in points],
+            marker=".",
+            linestyle="--",
+            color=colours(index),
+            alpha=0.6,
+            label=f"{users} users, p50",
+        )
         for point in points:
-            ax.annotate(f"{point['p99_ms']:.0f}", (point["workers"], point["p99_ms"]), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=8, color=colours(index))
+            ax.annotate(
+                f"{point['p99_ms']:.0f}",
+                (point["workers"], point["p99_ms"]),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=8,
+                color=colours(index),
+            )
     _x_axis(ax, workers)
     ax.set_ylabel("latency, ms")
     ax.set_ylim(bottom=0, top=max(row["p99_ms"] for row in rows) * 1.15)
@@ -304,34 +362,38 @@ def write_report(rows: list[dict], meta: dict, out: Path) -> None:
         lines = table.splitlines()
         lines[0] = "| " + " | ".join(name for _, name in COLUMNS) + " |"
         table = "\n".join(lines)
-    report = "\n".join([
-        f"# Scaling sweep: workers × concurrent users ({meta['date']})",
-        "",
-        f"- machine: {cores} cores ({meta['machine']}); the machine is shared, see \"machine busy cores\"",
-        f"- service: `gunicorn app:api`, gthread, {meta['threads']} threads per worker; one server per worker count",
-        f"- requests: {meta['mix_description']} (`--mix {meta['mix']}`, load/wrk/{meta['script']}); {meta['users_in_table']} users in the table",
-        f"- each point: {meta['warmup']:g} s warm-up (not measured), then {meta['seconds']:g} s measured",
-        f"- generator of **every** figure: {meta['wrk_version']}, 2 threads, keep-alive, 3 s timeout, one connection per concurrent user; "
-        "its CPU is in \"generator CPU %\". Locust is not used for throughput: on this machine it tops out near 1,200 req/s "
-        "and would measure itself",
-        "- CPU % = % of one core over the measured run (100% = one core busy); ms/req = CPU milliseconds per request; "
-        f"PostgreSQL = {meta['postgres_cpu_scope']} (the one the service uses); \"svc+PG+gen cores\" = the three added up, "
-        "\"machine busy cores\" = all processes (includes other work on the machine)",
-        "",
-        table,
-        "",
-        "## Where scaling stops",
-        "",
-        f"Rule: scaling stops at the worker count after which one more step adds less than {GAIN_THRESHOLD:.0%} requests/s; "
-        f"a point counts as CPU-saturated when ≥{SATURATED:.0%} of the {cores} cores are busy.",
-        "",
-        analysis,
-        "",
-        "Charts: throughput.png (requests/s per worker count, and the CPU per consumer under it), p99.png. Raw data: sweep.json, sweep.csv.",
-        "",
-    ])
+    report = "\n".join(
+        [
+            f"# Scaling sweep: workers × concurrent users ({meta['date']})",
+            "",
+            f'- machine: {cores} cores ({meta["machine"]}); the machine is shared, see "machine busy cores"',
+            f"- service: `gunicorn app:api`, gthread, {meta['threads']} threads per worker; one server per worker count",
+            f"- requests: {meta['mix_description']} (`--mix {meta['mix']}`, load/wrk/{meta['script']}); {meta['users_in_table']} users in the table",
+            f"- each point: {meta['warmup']:g} s warm-up (not measured), then {meta['seconds']:g} s measured",
+            f"- generator of **every** figure: {meta['wrk_version']}, 2 threads, keep-alive, 3 s timeout, one connection per concurrent user; "
+            'its CPU is in "generator CPU %". Locust is not used for throughput: on this machine it tops out near 1,200 req/s '
+            "and would measure itself",
+            "- CPU % = % of one core over the measured run (100% = one core busy); ms/req = CPU milliseconds per request; "
+            f'PostgreSQL = {meta["postgres_cpu_scope"]} (the one the service uses); "svc+PG+gen cores" = the three added up, '
+            '"machine busy cores" = all processes (includes other work on the machine)',
+            "",
+            table,
+            "",
+            "## Where scaling stops",
+            "",
+            f"Rule: scaling stops at the worker count after which one more step adds less than {GAIN_THRESHOLD:.0%} requests/s; "
+            f"a point counts as CPU-saturated when ≥{SATURATED:.0%} of the {cores} cores are busy.",
+            "",
+            analysis,
+            "",
+            "Charts: throughput.png (requests/s per worker count, and the CPU per consumer under it), p99.png. Raw data: sweep.json, sweep.csv.",
+            "",
+        ]
+    )
     (out / "sweep.md").write_text(report)
-    (out / "sweep.json").write_text(json.dumps({"meta": meta, "points": rows, "scaling_stops_after_workers": {str(k): v for k, v in stops.items()}}, indent=2) + "\n")
+    (out / "sweep.json").write_text(
+        json.dumps({"meta": meta, "points": rows, "scaling_stops_after_workers": {str(k): v for k, v in stops.items()}}, indent=2) + "\n"
+    )
     fields = [key for key, _ in COLUMNS] + sorted({key for row in rows for key in row} - {key for key, _ in COLUMNS})
     with open(out / "sweep.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -344,22 +406,55 @@ def write_report(rows: list[dict], meta: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m load.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int_list, default=int_list("1,2,4,8"), metavar="N,N,...",
-                        help="comma-separated gunicorn worker counts; one server is started per count (default: 1,2,4,8)")
-    parser.add_argument("--users", type=int_list, default=int_list("100,500"), metavar="N,N,...",
-                        help="comma-separated concurrent user counts = wrk connections, each a keep-alive client "
-                             "sending its next request as soon as the previous answer arrives (default: 100,500)")
-    parser.add_argument("--seconds", type=float, default=20, help="measured length of each point, in seconds, rounded to whole seconds by wrk (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=3, help="unmeasured wrk run before each point, in seconds; 0 skips it (default: %(default)s)")
-    parser.add_argument("--seed-users", type=int, default=100_000,
-                        help="seed the users table up to this many rows before the sweep (existing rows are kept) (default: %(default)s)")
-    parser.add_argument("--mix", choices=sorted(MIXES), default="get",
-                        help="what the generator requests: " + "; ".join(f"'{name}' = {mix.description}" for name, mix in MIXES.items()).replace("%", "%%")
-                             + " (default: %(default)s)")
-    parser.add_argument("--replot", action="store_true",
-                        help="measure nothing: rewrite sweep.md, sweep.csv and the charts from the sweep.json already in --out")
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "sweep",
-                        help="report folder: sweep.md, sweep.json, sweep.csv, throughput.png, p99.png, logs/ (default: reports/sweep)")
+    parser.add_argument(
+        "--workers",
+        type=int_list,
+        default=int_list("1,2,4,8"),
+        metavar="N,N,...",
+        help="comma-separated gunicorn worker counts; one server is started per count (default: 1,2,4,8)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int_list,
+        default=int_list("100,500"),
+        metavar="N,N,...",
+        help="comma-separated concurrent user counts = wrk connections, each a keep-alive client "
+        "sending its next request as soon as the previous answer arrives (default: 100,500)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20,
+        help="measured length of each point, in seconds, rounded to whole seconds by wrk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=3, help="unmeasured wrk run before each point, in seconds; 0 skips it (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed-users",
+        type=int,
+        default=100_000,
+        help="seed the users table up to this many rows before the sweep (existing rows are kept) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="get",
+        help="what the generator requests: "
+        + "; ".join(f"'{name}' = {mix.description}" for name, mix in MIXES.items()).replace("%", "%%")
+        + " (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="measure nothing: rewrite sweep.md, sweep.csv and the charts from the sweep.json already in --out",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "reports" / "sweep",
+        help="report folder: sweep.md, sweep.json, sweep.csv, throughput.png, p99.png, logs/ (default: reports/sweep)",
+    )
     args = parser.parse_args(argv)
     if args.seconds < 1:
         parser.error("--seconds must be at least 1")
@@ -372,12 +467,12 @@ def main(argv: list[str] | None = None) -> None:
     wrk_path()  # fail before seeding if the generator is missing
     mix = MIXES[args.mix]
 
-    settings, url = prepare_database(args.seed_users)
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=5)
-    users_in_table = models.count_users()
+    settings, db = prepare_database(args.seed_users)
+    url = db.url
+    users_in_table = UserStore(db).count()
     args.out.mkdir(parents=True, exist_ok=True)
-    ids_file = write_user_ids(args.out / "user-ids.txt")
-    models.db.close()
+    ids_file = write_user_ids(db, args.out / "user-ids.txt")
+    db.close()
     pg_master = postmaster(url)
     env = {"USER_IDS_FILE": str(ids_file), "LIST_PERCENT": str(mix.list_percent), "PAGE_LIMIT": "100"}
     cores = os.cpu_count() or 1
@@ -408,9 +503,12 @@ def main(argv: list[str] | None = None) -> None:
                         run_wrk(server, mix.script, users, args.warmup, "warm-up", workers, env)
                     rows.append(measure_point(server, mix, users, args.seconds, workers, env, pg_master))
                     row = rows[-1]
-                    print(f"  {workers} workers, {users} users: {row['rps']} req/s, p99 {row['p99_ms']} ms, {row['errors']} errors, "
-                          f"cores svc {row['service_cpu_percent'] / 100:.2f} pg {row['db_cpu_percent'] / 100:.2f} "
-                          f"wrk {row['generator_cpu_percent'] / 100:.2f} machine {row['machine_busy_cores']:.2f}", flush=True)
+                    print(
+                        f"  {workers} workers, {users} users: {row['rps']} req/s, p99 {row['p99_ms']} ms, {row['errors']} errors, "
+                        f"cores svc {row['service_cpu_percent'] / 100:.2f} pg {row['db_cpu_percent'] / 100:.2f} "
+                        f"wrk {row['generator_cpu_percent'] / 100:.2f} machine {row['machine_busy_cores']:.2f}",
+                        flush=True,
+                    )
             finally:
                 server.stop()
     finally:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import peewee
-
 import embedded
-import models
+from database import Database, OperationalError, describe
 from problems import first_line
 from settings import Settings, SettingsError, load_settings
 
@@ -23,10 +21,8 @@ def add_wait_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def connect(wait_seconds: float) -> tuple[Settings, str]:
-    """Bind the models and wait until the database answers; exit with one line if it never does.
-
-    Returns the settings and the database URL in use."""
+def connect(wait_seconds: float) -> tuple[Settings, Database]:
+    """The settings and the database, once it answers; exit with one line if it never does."""
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -38,16 +34,14 @@ def connect(wait_seconds: float) -> tuple[Settings, str]:
             raise SystemExit(f"error: could not start the embedded PostgreSQL in {settings.embedded_pg_dir}: {exc}") from None
     else:
         url = settings.database_url
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=settings.connect_timeout)
+    db = Database(url, connect_timeout=settings.connect_timeout)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            models.ping()
-            return settings, url
-        except peewee.OperationalError as exc:
-            models.discard_connection()
+            db.ping()
+            return settings, db
+        except OperationalError as exc:
+            db.discard()
             if time.monotonic() >= deadline:
-                raise SystemExit(
-                    f"error: database {models.describe_database(url)} did not answer within {wait_seconds:g} s: {first_line(exc)}"
-                ) from None
+                raise SystemExit(f"error: database {describe(url)} did not answer within {wait_seconds:g} s: {first_line(exc)}") from None
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

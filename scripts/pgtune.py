@@ -195,15 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage",
         choices=STORAGE_TYPES,
         default="ssd",
-        help="data storage type; sets random_page_cost and effective_io_concurrency. "
-        "Default: %(default)s.",
+        help="data storage type; sets random_page_cost and effective_io_concurrency. Default: %(default)s.",
     )
     parser.add_argument(
         "--db-version",
         type=_int_at_least(10),
         default=15,
-        help="PostgreSQL major version (10 or later); older versions lack some "
-        "parallel settings. Default: %(default)s.",
+        help="PostgreSQL major version (10 or later); older versions lack some parallel settings. Default: %(default)s.",
     )
     parser.add_argument(
         "--workers",
@@ -223,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-connections",
         type=_int_at_least(0),
         default=10,
-        help="connections reserved for scripts, psql sessions and the superuser. "
-        "Default: %(default)s.",
+        help="connections reserved for scripts, psql sessions and the superuser. Default: %(default)s.",
     )
     return parser
 

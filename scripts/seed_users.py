@@ -1,7 +1,8 @@
 """Add COUNT users with random 8-hex-character usernames, in bulk, with a progress bar.
 
 Names that are already taken are skipped and replaced, so running it again never fails
-and always adds COUNT new users (within --max-rounds). Into an empty table (and COUNT of
+and always adds COUNT new users (within --max-rounds). Pending schema migrations are
+applied first. Into an empty table (and COUNT of
 at least 10000) it loads like `pgbench -i`: rows first, indexes built at the end, in one
 transaction that readers wait for.
 """
@@ -13,9 +14,11 @@ import time
 
 from tqdm import tqdm
 
-import models
+import migrations
+import seeding
+from database import Database
+from queries import UserStore
 from scripts._database import add_wait_option, connect
-
 
 # Below this, the plain path is fast enough and keeps the table's indexes in place.
 BULK_THRESHOLD = 10_000
@@ -28,13 +31,13 @@ def positive(text: str) -> int:
     return value
 
 
-def seed(count: int, batch: int = 100_000, max_rounds: int = 1000, quiet: bool = False) -> int:
+def seed(db: Database, count: int, batch: int = 100_000, max_rounds: int = 1000, quiet: bool = False) -> int:
     """Add `count` users (see the module doc); the number added."""
     with tqdm(total=count, unit="users", disable=quiet) as progress:
         added = 0
         batches = max(1, -(-count // batch))
-        if models.count_users() == 0 and count >= BULK_THRESHOLD:
-            with models.bulk_loading() as load:
+        if UserStore(db).count() == 0 and count >= BULK_THRESHOLD:
+            with seeding.bulk_loading(db) as load:
                 for part in range(batches):
                     inserted = load(min(batch, count - added), part, batches)
                     added += inserted
@@ -44,8 +47,8 @@ def seed(count: int, batch: int = 100_000, max_rounds: int = 1000, quiet: bool =
         for round_number in range(max_rounds):
             if added >= count:
                 break
-            with models.db.atomic():
-                inserted = models.seed_random_users(min(batch, count - added), round_number % batches, batches)
+            with db.atomic():
+                inserted = seeding.seed_random_users(db, min(batch, count - added), round_number % batches, batches)
             added += inserted
             progress.update(inserted)
     return added
@@ -65,15 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_wait_option(parser)
     args = parser.parse_args(argv)
-    connect(args.wait)
-    models.create_schema()
-    if args.if_empty and models.count_users():
-        print(f"the table already has {models.count_users()} users; none added (--if-empty)")
+    _, db = connect(args.wait)
+    migrations.apply(db)
+    users = UserStore(db)
+    if args.if_empty and users.count():
+        print(f"the table already has {users.count()} users; none added (--if-empty)")
         return
     started = time.monotonic()
-    added = seed(args.count, args.batch, args.max_rounds, args.quiet)
+    added = seed(db, args.count, args.batch, args.max_rounds, args.quiet)
     elapsed = time.monotonic() - started
-    print(f"added {added} users in {elapsed:.1f} s; the table now has {models.count_users()}")
+    print(f"added {added} users in {elapsed:.1f} s; the table now has {users.count()}")
     if added < args.count:
         raise SystemExit(f"error: only {added} of {args.count} users added within --max-rounds {args.max_rounds}")
 

@@ -2,7 +2,9 @@
 
 Every test session runs against the embedded PostgreSQL (a fresh cluster in a temporary
 folder) and, when TEST_DATABASE_URL is set, against that server too. Each server gets a
-database created for this session and dropped after it; no other database is touched.
+database created for this session, migrated by the same code the scripts run, and dropped
+after it; no other database is touched. Each test builds its own app on its own
+`Database` object.
 """
 
 from __future__ import annotations
@@ -15,21 +17,23 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import psycopg2
 import pytest
 from falcon import testing
 
 import embedded
-import models
-from app import create_app
+import migrations
+from app import create_app, service_database
+from database import Database, admin_connection, parse_url
+from harness.processes import free_port
+from queries import UserStore
 from settings import load_settings
 
 SERVERS = ["embedded"] + (["external"] if os.environ.get("TEST_DATABASE_URL") else [])
 
 
-def _replace_database(url: str, database: str) -> str:
+def replace_database(url: str, database: str) -> str:
     """The same server, another database, as a postgresql:// URL (what DATABASE_URL takes)."""
-    params = psycopg2.extensions.parse_dsn(url)
+    params = parse_url(url)
     user = quote(params.pop("user", "postgres"), safe="")
     password = params.pop("password", None)
     params.pop("dbname", None)
@@ -52,28 +56,39 @@ def embedded_server():
 
 
 @pytest.fixture(scope="session", params=SERVERS)
-def database_url(request):
-    """URL of a throwaway database with the tables made by the scripts' own code."""
+def server_url(request):
+    """An administrative URL of each server the tests run on."""
     if request.param == "embedded":
-        _, admin_url = request.getfixturevalue("embedded_server")
-    else:
-        admin_url = os.environ["TEST_DATABASE_URL"]
-    name = f"orgapi_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(admin_url, connect_timeout=10)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
+        return request.getfixturevalue("embedded_server")[1]
+    return os.environ["TEST_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def scratch_database(server_url):
+    """A function that creates an empty throwaway database on the server; each is dropped at the end."""
+    names: list[str] = []
+
+    def create(prefix: str = "orgapi_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with admin_connection(server_url) as admin, admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
-        url = _replace_database(admin_url, name)
-        models.bind_database(url, statement_timeout_ms=5000, connect_timeout=5)
-        models.create_schema()
-        models.db.close()
-        yield url
-    finally:
-        models.db.close()
-        with admin.cursor() as cursor:
+        names.append(name)
+        return replace_database(server_url, name)
+
+    yield create
+    with admin_connection(server_url) as admin, admin.cursor() as cursor:
+        for name in names:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(scratch_database):
+    """URL of this session's test database, with the schema the migrations make."""
+    url = scratch_database()
+    db = Database(url)
+    migrations.apply(db, report=lambda line: None)
+    db.close()
+    return url
 
 
 @pytest.fixture
@@ -82,17 +97,28 @@ def settings(database_url):
 
 
 @pytest.fixture
-def app(settings):
-    models.db.close()
-    application = create_app(settings)
-    models.db.execute_sql("TRUNCATE users RESTART IDENTITY")
-    yield application
-    models.db.close()
+def db(settings):
+    """The database object the test's app runs on (the service's own lifecycle), emptied first."""
+    database = service_database(settings)
+    database.execute_sql("TRUNCATE users RESTART IDENTITY")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(settings, db):
+    return create_app(settings, db)
 
 
 @pytest.fixture
 def client(app):
     return testing.TestClient(app)
+
+
+@pytest.fixture
+def users(db):
+    """The app's own queries, for checking what the database holds."""
+    return UserStore(db)
 
 
 @pytest.fixture
@@ -103,3 +129,16 @@ def make_user(client):
         return result.json
 
     return make
+
+
+@pytest.fixture
+def small_client(db, settings):
+    """The app with tiny limits: 300-byte bodies, pages of 3 (at most 5)."""
+    return testing.TestClient(create_app(replace(settings, max_body_bytes=300, page_default=3, page_max=5), db))
+
+
+@pytest.fixture
+def dead_client(settings):
+    """The app on a port nobody listens on: every database call fails to connect."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=1"
+    yield testing.TestClient(create_app(replace(settings, database_url=url, connect_timeout=1)))

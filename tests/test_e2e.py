@@ -78,9 +78,7 @@ def test_a_client_that_stops_sending_its_body_gets_408_after_client_timeout(data
     env = {"DATABASE_URL": database_url, "CLIENT_TIMEOUT": "1"}
     with Gunicorn(env, "--workers", "1", "--threads", "1", log_path=tmp_path / "g.log") as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
-            stalled.sendall(
-                b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user"
-            )
+            stalled.sendall(b'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user')
             started = time.monotonic()
             answer = stalled.recv(65536).decode()
             waited = time.monotonic() - started
@@ -99,3 +97,14 @@ def test_requests_gunicorn_itself_rejects_are_problem_json(server):
     assert head.startswith("HTTP/1.1 400")
     assert "Content-Type: application/problem+json" in head
     assert json.loads(body)["status"] == 400
+
+
+def test_an_unmigrated_database_is_said_once_at_start_and_answered_503(scratch_database, tmp_path):
+    url = scratch_database("orgapi_e2e_empty")
+    with Gunicorn({"DATABASE_URL": url}, "--workers", "2", log_path=tmp_path / "gunicorn.log") as server:
+        for path in ("/readyz", "/users", "/users/1"):
+            status, headers, body = request(server.port, "GET", path)
+            assert status == 503 and headers.get("retry-after") == "1", (path, headers, body)
+            assert b"python -m scripts.migrate" in body
+        said = [line for line in server.log().splitlines() if "python -m scripts.migrate" in line]
+    assert len(said) == 1 and "[ERROR]" in said[0], server.log()

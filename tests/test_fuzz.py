@@ -18,18 +18,23 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 from schemathesis.config import SchemathesisConfig
 
-import models
-
 # 412 answers a schema-valid but stale If-Match (documented); it is not valid data rejected.
-CONFIG = SchemathesisConfig.from_dict({
-    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "404", "409", "412"]}},
-})
-FUZZ_SETTINGS = settings(
-    max_examples=40, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck)
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "404", "409", "412"]}},
+    }
 )
+FUZZ_SETTINGS = settings(max_examples=40, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def test_every_operation_conforms_to_the_document(case):
     case.call_and_validate()
 
 
-def test_stateful_sequences_conform_to_the_document(api_schema):
+def test_stateful_sequences_conform_to_the_document(api_schema, db):
     """Create, then read, update and delete what was created, following the links
     schemathesis infers from the document (POST 201 body id -> /users/{user_id})."""
     base = api_schema.as_state_machine()
@@ -58,7 +63,7 @@ def test_stateful_sequences_conform_to_the_document(api_schema):
 
     class Machine(base):
         def setup(self) -> None:
-            models.db.execute_sql("TRUNCATE users RESTART IDENTITY")
+            db.execute_sql("TRUNCATE users RESTART IDENTITY")
 
         def after_call(self, response, case) -> None:
             followed.append((case.operation.label, response.status_code))
@@ -85,11 +90,12 @@ class UsersModel(RuleBasedStateMachine):
     """Every response is predicted from a dict of rows; a full listing must equal the dict."""
 
     client: Any = None
+    db: Any = None
     users = Bundle("users")
 
     def __init__(self) -> None:
         super().__init__()
-        models.db.execute_sql("TRUNCATE users RESTART IDENTITY")
+        self.db.execute_sql("TRUNCATE users RESTART IDENTITY")
         self.rows: dict[int, dict[str, Any]] = {}  # id -> username, email, full_name, version
         self.gone: set[int] = set()
 
@@ -162,17 +168,20 @@ class UsersModel(RuleBasedStateMachine):
 
     @rule(
         uid=users,
-        changes=st.fixed_dictionaries({}, optional={
-            "username": st.sampled_from(USERNAMES), "email": st.one_of(st.none(), st.sampled_from(EMAILS)), "full_name": NAMES,
-        }),
+        changes=st.fixed_dictionaries(
+            {},
+            optional={
+                "username": st.sampled_from(USERNAMES),
+                "email": st.one_of(st.none(), st.sampled_from(EMAILS)),
+                "full_name": NAMES,
+            },
+        ),
         if_match=st.sampled_from(["none", "star", "current", "stale", "list", "weak"]),
         media_type=st.sampled_from(["application/json", "application/merge-patch+json"]),
     )
     def patch(self, uid, changes, if_match, media_type):
         headers, holds = self._if_match(uid, if_match)
-        result = self.client.simulate_patch(
-            f"/users/{uid}", body=orjson.dumps(changes), headers={"Content-Type": media_type, **headers}
-        )
+        result = self.client.simulate_patch(f"/users/{uid}", body=orjson.dumps(changes), headers={"Content-Type": media_type, **headers})
         if not changes:
             self._check_problem(result, 422, "(body)")
         elif uid not in self.rows:
@@ -202,13 +211,18 @@ class UsersModel(RuleBasedStateMachine):
             del self.rows[uid]
             self.gone.add(uid)
 
-    @rule(limit=st.integers(1, 4), after=st.one_of(st.none(), st.integers(0, 12)), prefix=st.one_of(st.none(), st.sampled_from(["a", "am", "b", "c", "d-e", "zz", "_"])))
+    @rule(
+        limit=st.integers(1, 4),
+        after=st.one_of(st.none(), st.integers(0, 12)),
+        prefix=st.one_of(st.none(), st.sampled_from(["a", "am", "b", "c", "d-e", "zz", "_"])),
+    )
     def list_page(self, limit, after, prefix):
         query = {"limit": limit, **({"after": after} if after is not None else {}), **({"username_prefix": prefix} if prefix else {})}
         result = self.client.simulate_get("/users", params=query)
         assert result.status_code == 200, result.text
-        expected = sorted(uid for uid, row in self.rows.items()
-                          if (after is None or uid > after) and (not prefix or row["username"].startswith(prefix)))
+        expected = sorted(
+            uid for uid, row in self.rows.items() if (after is None or uid > after) and (not prefix or row["username"].startswith(prefix))
+        )
         assert [user["id"] for user in result.json] == expected[:limit]
         assert ("link" in result.headers) == (len(expected) > limit)
 
@@ -220,14 +234,12 @@ class UsersModel(RuleBasedStateMachine):
         assert seen == {uid: (row["username"], row["email"], row["full_name"]) for uid, row in self.rows.items()}
 
 
-def test_the_api_behaves_like_a_model_of_the_users_table(client):
-    UsersModel.client = client
+def test_the_api_behaves_like_a_model_of_the_users_table(client, db):
+    UsersModel.client, UsersModel.db = client, db
     try:
-        run_state_machine_as_test(
-            UsersModel, settings=settings(FUZZ_SETTINGS, max_examples=30, stateful_step_count=25)
-        )
+        run_state_machine_as_test(UsersModel, settings=settings(FUZZ_SETTINGS, max_examples=30, stateful_step_count=25))
     finally:
-        UsersModel.client = None
+        UsersModel.client = UsersModel.db = None
 
 
 # ------------------------------------------------------------------ any JSON, any query string
@@ -241,10 +253,14 @@ FIELD_VALUES = st.one_of(JSON_VALUES, st.text(max_size=260), st.from_regex(r"\A[
 
 
 @settings(FUZZ_SETTINGS, max_examples=150)
-@given(document=st.one_of(
-    JSON_VALUES,
-    st.fixed_dictionaries({"username": FIELD_VALUES}, optional={"email": FIELD_VALUES, "full_name": FIELD_VALUES, "extra": JSON_VALUES}),
-))
+@given(
+    document=st.one_of(
+        JSON_VALUES,
+        st.fixed_dictionaries(
+            {"username": FIELD_VALUES}, optional={"email": FIELD_VALUES, "full_name": FIELD_VALUES, "extra": JSON_VALUES}
+        ),
+    )
+)
 def test_any_json_body_is_answered_with_a_documented_status(client, document):
     for method, path in (("POST", "/users"), ("PATCH", "/users/1")):
         body = json.dumps(document, ensure_ascii=False).encode()  # any integer size, unlike orjson
@@ -259,14 +275,21 @@ def test_any_json_body_is_answered_with_a_documented_status(client, document):
 
 
 @settings(FUZZ_SETTINGS, max_examples=150)
-@given(query=st.lists(st.tuples(
-    st.sampled_from(["limit", "after", "username_prefix", "LIMIT", "offset", ""]),
-    st.one_of(st.integers(-(2**70), 2**70).map(str), st.text(max_size=12)),
-), max_size=3))
+@given(
+    query=st.lists(
+        st.tuples(
+            st.sampled_from(["limit", "after", "username_prefix", "LIMIT", "offset", ""]),
+            st.one_of(st.integers(-(2**70), 2**70).map(str), st.text(max_size=12)),
+        ),
+        max_size=3,
+    )
+)
 def test_any_list_query_is_200_or_400(client, query):
-    result = client.simulate_get("/users", params=dict(query) if len({k for k, _ in query}) == len(query) else None,
-                                 query_string=None if len({k for k, _ in query}) == len(query) else
-                                 "&".join(f"{k}={v}" for k, v in query))
+    result = client.simulate_get(
+        "/users",
+        params=dict(query) if len({k for k, _ in query}) == len(query) else None,
+        query_string=None if len({k for k, _ in query}) == len(query) else "&".join(f"{k}={v}" for k, v in query),
+    )
     assert result.status_code in (200, 400), result.text
     if result.status_code == 400:
         assert result.headers["content-type"] == "application/problem+json"

@@ -11,38 +11,23 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import replace
 
 import orjson
 import pytest
-from falcon import testing
 
-import models
-from app import create_app
+from database import admin_connection
+from harness.checks import assert_problem
+from harness.processes import Gunicorn
 from openapi import build_document
 from settings import load_settings
-from harness.processes import Gunicorn, free_port
 
 PROBLEM = "application/problem+json"
 LIMIT = 16 * 1024  # MAX_BODY_BYTES default
 
 
-def assert_problem(result, status: int | set[int]) -> dict:
-    statuses = {status} if isinstance(status, int) else status
-    assert result.status_code in statuses, (result.status_code, result.text[:300])
-    assert result.headers["content-type"] == PROBLEM, result.headers
-    body = result.json
-    assert body["status"] == result.status_code and body["title"] and body["type"] == "about:blank"
-    return body
-
-
 def post(client, document: bytes | str, content_type: str = "application/json", path: str = "/users", method: str = "POST", **headers):
     body = document.encode() if isinstance(document, str) else document
     return client.simulate_request(method, path, body=body, headers={"Content-Type": content_type, **headers})
-
-
-def rows() -> int:
-    return models.count_users()
 
 
 # ------------------------------------------------------------------ deep and huge JSON
@@ -59,13 +44,13 @@ def _nested(depth: int, shape: str) -> str:
 @pytest.mark.parametrize("depth", [33, 500, 900, 1000, 1023, 1024, 1100])
 @pytest.mark.parametrize("shape", ["array", "in-username", "objects"])
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-def test_deeply_nested_json_is_a_4xx(client, make_user, depth, shape, method):
+def test_deeply_nested_json_is_a_4xx(client, make_user, depth, shape, method, users):
     make_user("target")
     document = _nested(depth, shape)
     assert len(document) < LIMIT
     result = post(client, document, method=method, path="/users" if method == "POST" else "/users/1")
     assert_problem(result, {400, 422})
-    assert rows() == 1 and client.simulate_get("/users/1").json["username"] == "target"
+    assert users.count() == 1 and client.simulate_get("/users/1").json["username"] == "target"
 
 
 def test_json_nested_to_the_limit_is_still_validated(client):
@@ -98,7 +83,7 @@ def test_json_nested_to_the_limit_is_still_validated(client):
     ],
     ids=lambda item: item if isinstance(item, str) and len(item) < 40 and item[:1].isalnum() else "",
 )
-def test_huge_or_odd_json_within_the_limit_is_a_4xx(client, label, document, status):
+def test_huge_or_odd_json_within_the_limit_is_a_4xx(client, label, document, status, users):
     body = document.encode() if isinstance(document, str) else document
     assert len(body) <= LIMIT, label
     result = post(client, body)
@@ -106,20 +91,21 @@ def test_huge_or_odd_json_within_the_limit_is_a_4xx(client, label, document, sta
     assert len(result.content) < 256 * 1024  # the error is bounded too
     if status == 422:
         assert problem["errors"]
-    assert rows() == 0
+    assert users.count() == 0
 
 
-def test_a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_413(client):
+def test_a_body_of_exactly_the_limit_is_accepted_and_one_more_byte_is_413(client, users):
     core = json.dumps({"username": "edge", "full_name": "x" * 200})
     exact = core[:-1] + " " * (LIMIT - len(core)) + "}"
     assert len(exact.encode()) == LIMIT
     assert post(client, exact).status_code == 201
     over = core[:-1] + " " * (LIMIT - len(core) + 1) + "}"
     assert_problem(post(client, over.replace("edge", "edge2")), 413)
-    assert rows() == 1
+    assert users.count() == 1
 
 
 # ------------------------------------------------------------------ string fields at and past their limits
+
 
 def _email(local: str, total: int) -> str:
     """`local`@bbb.ccc.ddd... padded to `total` characters."""
@@ -129,39 +115,76 @@ def _email(local: str, total: int) -> str:
 
 EMAIL_AT = _email("a" * 64, 254)
 FULL_NAME_CASES = [
-    ("x" * 200, 201), ("x" * 201, 422),
-    ("é" * 200, 201), ("é" * 201, 422),              # 2-byte UTF-8: the limit counts characters
-    ("€" * 200, 201), ("€" * 201, 422),              # 3-byte
-    ("😀" * 200, 201), ("😀" * 201, 422),            # 4-byte, outside the BMP
-    ("e\u0301" * 100, 201), ("e\u0301" * 100 + "e", 422),  # combining marks count as characters
-    ("\u202egnp.exe", 201),                          # right-to-left override
-    ("a\u200db\u200cc\ufeff", 201),                  # zero-width joiner, non-joiner, BOM inside
-    ("line\u2028sep\u2029para", 201),                # JSON-legal, JavaScript-hostile separators
-    ("\uffff\U0010ffff\ufdd0", 201),                 # noncharacters are still characters
-    ("👩‍👩‍👧‍👦" * 28, 201),                                   # ZWJ sequences: 7 code points each, 196
+    ("x" * 200, 201),
+    ("x" * 201, 422),
+    ("é" * 200, 201),
+    ("é" * 201, 422),  # 2-byte UTF-8: the limit counts characters
+    ("€" * 200, 201),
+    ("€" * 201, 422),  # 3-byte
+    ("😀" * 200, 201),
+    ("😀" * 201, 422),  # 4-byte, outside the BMP
+    ("e\u0301" * 100, 201),
+    ("e\u0301" * 100 + "e", 422),  # combining marks count as characters
+    ("\u202egnp.exe", 201),  # right-to-left override
+    ("a\u200db\u200cc\ufeff", 201),  # zero-width joiner, non-joiner, BOM inside
+    ("line\u2028sep\u2029para", 201),  # JSON-legal, JavaScript-hostile separators
+    ("\uffff\U0010ffff\ufdd0", 201),  # noncharacters are still characters
+    ("👩‍👩‍👧‍👦" * 28, 201),  # ZWJ sequences: 7 code points each, 196
     ("", 201),
-    ("a\x00b", 422), ("tab\there", 422), ("del\x7f", 422), ("new\nline", 422), ("end\n", 422),
+    ("a\x00b", 422),
+    ("tab\there", 422),
+    ("del\x7f", 422),
+    ("new\nline", 422),
+    ("end\n", 422),
 ]
 USERNAME_CASES = [
-    ("a" * 32, 201), ("a" * 33, 422), ("0" + "-" * 31, 201), ("9._-", 201),
-    ("", 422), ("Amy", 422), ("-amy", 422), (".amy", 422), ("_amy", 422), ("a b", 422),
-    ("amy\n", 422), ("amy\x00", 422), ("ämy", 422), ("аmy", 422),  # Cyrillic а
-    ("ａｍｙ", 422), ("amy\u200b", 422), ("١٢٣", 422), ("amy%", 422), ("amy'--", 422),
+    ("a" * 32, 201),
+    ("a" * 33, 422),
+    ("0" + "-" * 31, 201),
+    ("9._-", 201),
+    ("", 422),
+    ("Amy", 422),
+    ("-amy", 422),
+    (".amy", 422),
+    ("_amy", 422),
+    ("a b", 422),
+    ("amy\n", 422),
+    ("amy\x00", 422),
+    ("ämy", 422),
+    ("аmy", 422),  # Cyrillic а
+    ("ａｍｙ", 422),
+    ("amy\u200b", 422),
+    ("١٢٣", 422),
+    ("amy%", 422),
+    ("amy'--", 422),
 ]
 EMAIL_CASES = [
-    (EMAIL_AT, 201), (EMAIL_AT + "d", 422),
-    (_email("é" * 64, 254), 201),   # 254 characters, 318 bytes
+    (EMAIL_AT, 201),
+    (EMAIL_AT + "d", 422),
+    (_email("é" * 64, 254), 201),  # 254 characters, 318 bytes
     (_email("😀" * 64, 254), 201),  # 254 characters, 446 bytes
     (_email("😀" * 64, 255), 422),
-    ("a+tag@example.org", 201), ("\"q\"@example.org", 201), ("ü@bü.de", 201),
-    ("a@b", 422), ("a@@b.c", 422), ("a @b.c", 422), ("a@b.c\n", 422), ("\u00a0@b.c", 422),
-    ("a\u2028@b.c", 422), ("a@b..c", 422), ("@b.c", 422), ("a@.b.c", 422), ("", 422),
+    ("a+tag@example.org", 201),
+    ('"q"@example.org', 201),
+    ("ü@bü.de", 201),
+    ("a@b", 422),
+    ("a@@b.c", 422),
+    ("a @b.c", 422),
+    ("a@b.c\n", 422),
+    ("\u00a0@b.c", 422),
+    ("a\u2028@b.c", 422),
+    ("a@b..c", 422),
+    ("@b.c", 422),
+    ("a@.b.c", 422),
+    ("", 422),
 ]
 
 
-STRING_CASES = [("full_name", v, s) for v, s in FULL_NAME_CASES] + [("username", v, s) for v, s in USERNAME_CASES] + [
-    ("email", v, s) for v, s in EMAIL_CASES
-]
+STRING_CASES = (
+    [("full_name", v, s) for v, s in FULL_NAME_CASES]
+    + [("username", v, s) for v, s in USERNAME_CASES]
+    + [("email", v, s) for v, s in EMAIL_CASES]
+)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +192,7 @@ STRING_CASES = [("full_name", v, s) for v, s in FULL_NAME_CASES] + [("username",
     STRING_CASES,
     ids=[f"{field}-{len(value)}chars-{ascii(value)[1:13]}-{status}" for field, value, status in STRING_CASES],
 )
-def test_string_fields_at_and_past_their_limits(client, field, value, status, database_url):
+def test_string_fields_at_and_past_their_limits(client, field, value, status, database_url, db, users):
     document = {"username": "holder", field: value} if field != "username" else {"username": value}
     created = post(client, orjson.dumps(document))
     if status == 201:
@@ -177,12 +200,12 @@ def test_string_fields_at_and_past_their_limits(client, field, value, status, da
         uid = created.json["id"]
         assert created.json[field] == value
         assert client.simulate_get(f"/users/{uid}").json[field] == value  # stored exactly, code point for code point
-        stored = models.db.execute_sql(f"SELECT {field} FROM users WHERE id = %s", (uid,)).fetchone()[0]
+        stored = db.execute_sql(f"SELECT {field} FROM users WHERE id = %s", (uid,)).fetchone()[0]
         assert stored == value
     else:
         errors = assert_problem(created, 422)["errors"]
         assert field in {error["field"] for error in errors}, errors
-        assert rows() == 0
+        assert users.count() == 0
 
     # The same value through PATCH, on a user made for it: the same verdict, no partial update.
     target = post(client, orjson.dumps({"username": "patched", "full_name": "before"})).json
@@ -201,11 +224,32 @@ def test_string_fields_at_and_past_their_limits(client, field, value, status, da
 @pytest.mark.parametrize(
     "query",
     [
-        "limit=0", "limit=-1", "limit=1001", f"limit={2**31}", f"limit={2**63}", f"limit={2**64}", "limit=" + "9" * 5000,
-        "limit=-" + "9" * 50, "limit=1e3", "limit=0x10", "limit=NaN", "limit=Infinity", "limit=%00", "limit=1%00",
-        "after=-1", f"after={2**63}", f"after={2**64}", "after=" + "9" * 5000, "after=-0.5", "after=1e18",
-        "username_prefix=" + "a" * 33, "username_prefix=%00", "username_prefix=%25", "username_prefix=%5C",
-        "username_prefix=%E2%80%AE", "&".join(f"p{i}=1" for i in range(200)),
+        "limit=0",
+        "limit=-1",
+        "limit=1001",
+        f"limit={2**31}",
+        f"limit={2**63}",
+        f"limit={2**64}",
+        "limit=" + "9" * 5000,
+        "limit=-" + "9" * 50,
+        "limit=1e3",
+        "limit=0x10",
+        "limit=NaN",
+        "limit=Infinity",
+        "limit=%00",
+        "limit=1%00",
+        "after=-1",
+        f"after={2**63}",
+        f"after={2**64}",
+        "after=" + "9" * 5000,
+        "after=-0.5",
+        "after=1e18",
+        "username_prefix=" + "a" * 33,
+        "username_prefix=%00",
+        "username_prefix=%25",
+        "username_prefix=%5C",
+        "username_prefix=%E2%80%AE",
+        "&".join(f"p{i}=1" for i in range(200)),
     ],
     ids=lambda query: query[:40],
 )
@@ -214,7 +258,9 @@ def test_paging_parameters_out_of_range_are_400(client, query):
     assert len(body["detail"]) < 1000  # the echo of a huge parameter is bounded
 
 
-@pytest.mark.parametrize("query", ["limit=1000", "limit=1", f"after={2**63 - 1}", "after=0", "username_prefix=" + "a" * 32, "username_prefix=_"])
+@pytest.mark.parametrize(
+    "query", ["limit=1000", "limit=1", f"after={2**63 - 1}", "after=0", "username_prefix=" + "a" * 32, "username_prefix=_"]
+)
 def test_paging_parameters_at_their_limits_are_200(client, make_user, query):
     make_user("a_b")
     result = client.simulate_get("/users", query_string=query)
@@ -234,7 +280,7 @@ def _documented_methods() -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("path, documented", sorted(_documented_methods().items()))
-def test_methods_a_route_does_not_take_are_405_problems(client, make_user, path, documented):
+def test_methods_a_route_does_not_take_are_405_problems(client, make_user, path, documented, users):
     make_user("amy")
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"):  # others: over the wire, below
         if method in documented:
@@ -243,45 +289,59 @@ def test_methods_a_route_does_not_take_are_405_problems(client, make_user, path,
         assert_problem(result, 405)
         allowed = {item.strip() for item in result.headers["allow"].split(",")}
         assert documented <= allowed and method not in allowed, (method, path, allowed)
-    assert rows() == 1
+    assert users.count() == 1
 
 
 @pytest.mark.parametrize(
     "content_type",
     [
-        "text/plain", "text/json", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-        "application/json-patch+json", "application/jsonx", "application/problem+json", "application/octet-stream",
-        "application/json+evil", "application/", "json", "*/*", "", ";;;", "application/json\x00",
+        "text/plain",
+        "text/json",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json-patch+json",
+        "application/jsonx",
+        "application/problem+json",
+        "application/octet-stream",
+        "application/json+evil",
+        "application/",
+        "json",
+        "*/*",
+        "",
+        ";;;",
+        "application/json\x00",
     ],
 )
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-def test_media_types_a_route_does_not_take_are_415(client, make_user, content_type, method):
+def test_media_types_a_route_does_not_take_are_415(client, make_user, content_type, method, users):
     make_user("amy", full_name="before")
     path = "/users" if method == "POST" else "/users/1"
     result = post(client, '{"username":"mallory","full_name":"after"}', content_type=content_type, method=method, path=path)
     assert_problem(result, 415)
-    assert rows() == 1 and client.simulate_get("/users/1").json["full_name"] == "before"
+    assert users.count() == 1 and client.simulate_get("/users/1").json["full_name"] == "before"
 
 
 # ------------------------------------------------------------------ unusual Accept headers on errors
 
 ACCEPTS = [
-    "text/html", "application/xml", "text/html, application/xhtml+xml, */*;q=0.1", "*/*;q=0", "application/json;q=0",
-    "application/problem+json;q=0", "image/png", "", "garbage;;;=", "text/*", "application/problem+xml",
+    "text/html",
+    "application/xml",
+    "text/html, application/xhtml+xml, */*;q=0.1",
+    "*/*;q=0",
+    "application/json;q=0",
+    "application/problem+json;q=0",
+    "image/png",
+    "",
+    "garbage;;;=",
+    "text/*",
+    "application/problem+xml",
     "text/html;q=1, " * 300,
 ]
 
 
-@pytest.fixture
-def dead_client(settings):
-    """The app bound to a port nothing listens on: every data route is a 503."""
-    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=1"
-    yield testing.TestClient(create_app(replace(settings, database_url=unreachable, connect_timeout=1)))
-    models.db.close()
-
-
 @pytest.mark.parametrize("accept", ACCEPTS, ids=lambda accept: accept[:30] or "empty")
-def test_errors_are_problem_json_whatever_the_accept_header(client, make_user, accept):
+def test_errors_are_problem_json_whatever_the_accept_header(client, make_user, accept, users):
     make_user("amy", email="amy@example.org")
     cases = [
         (404, "GET", "/nope", None, {}),
@@ -300,7 +360,7 @@ def test_errors_are_problem_json_whatever_the_accept_header(client, make_user, a
         result = client.simulate_request(method, path, query_string=query or None, body=body, headers={"Accept": accept, **headers})
         assert_problem(result, status)
         assert b"<html" not in result.content.lower()
-    assert rows() == 1
+    assert users.count() == 1
 
 
 @pytest.mark.parametrize("accept", ACCEPTS[:6], ids=lambda accept: accept[:30] or "empty")
@@ -322,7 +382,9 @@ def http_server(database_url, tmp_path_factory):
     assert "unhandled error" not in server.log(), server.log()[-3000:]
 
 
-def _exchange(port: int, head: bytes, body_pieces=(), half_close: bool = False, timeout: float = 5.0) -> tuple[int | None, dict, bytes, float]:
+def _exchange(
+    port: int, head: bytes, body_pieces=(), half_close: bool = False, timeout: float = 5.0
+) -> tuple[int | None, dict, bytes, float]:
     """Send a raw request (the body may stop early when the server answers); (status, headers, body, seconds)."""
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -351,11 +413,13 @@ def _exchange(port: int, head: bytes, body_pieces=(), half_close: bool = False, 
 
 
 def _head(method: str, path: str, *lines: str) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + "".join(f"{line}\r\n" for line in lines) + "\r\n"
+    ).encode()
 
 
 def _chunked(body: bytes, size: int = 4096) -> list[bytes]:
-    return [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)] + [b"0\r\n\r\n"]
+    return [b"%x\r\n%s\r\n" % (len(body[i : i + size]), body[i : i + size]) for i in range(0, len(body), size)] + [b"0\r\n\r\n"]
 
 
 JSON_CT = "Content-Type: application/json"
@@ -370,12 +434,24 @@ WIRE_CASES = [
     ("chunked limit+1", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), _chunked(b" " * (LIMIT + 1)), False, 413),
     ("chunked, never ends", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), _chunked(b" " * 40000)[:-1], True, {400, 413}),
     ("chunked, bad size", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), [b"zz\r\n{}\r\n0\r\n\r\n"], True, 400),
-    ("chunked, size overflow", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), [b"FFFFFFFFFFFFFFFFFFFF\r\n{}\r\n0\r\n\r\n"], True, 400),
+    (
+        "chunked, size overflow",
+        _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"),
+        [b"FFFFFFFFFFFFFFFFFFFF\r\n{}\r\n0\r\n\r\n"],
+        True,
+        400,
+    ),
     ("chunked, cut off", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), [b'14\r\n{"username":"cut"}\r\n'], True, 400),
     ("shorter than Content-Length", _head("POST", "/users", JSON_CT, "Content-Length: 100"), [b'{"username":"short"}'], True, 400),
     ("PATCH chunked 1 MB", _head("PATCH", "/users/1", JSON_CT, "Transfer-Encoding: chunked"), _chunked(b" " * 2**20), False, 413),
     ("exactly the limit, Content-Length", _head("POST", "/users", JSON_CT, f"Content-Length: {LIMIT}"), [VALID_AT_LIMIT], False, 201),
-    ("exactly the limit, chunked", _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"), _chunked(VALID_AT_LIMIT.replace(b"wire-edge", b"wire-edgc")), False, 201),
+    (
+        "exactly the limit, chunked",
+        _head("POST", "/users", JSON_CT, "Transfer-Encoding: chunked"),
+        _chunked(VALID_AT_LIMIT.replace(b"wire-edge", b"wire-edgc")),
+        False,
+        201,
+    ),
     ("PROPFIND", _head("PROPFIND", "/users"), [], False, 405),
     ("MKCOL", _head("MKCOL", "/users/1"), [], False, 405),
     ("BREW", _head("BREW", "/users"), [], False, 400),
@@ -399,15 +475,9 @@ def test_bodies_and_methods_over_the_wire(http_server, label, head, pieces, half
 
 @pytest.mark.e2e
 def test_no_row_comes_from_a_refused_body(http_server, database_url):
-    import psycopg2
-
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT username FROM users WHERE username IN ('cut', 'short', 'mallory')")
-            assert cursor.fetchall() == []
-    finally:
-        conn.close()
+    with admin_connection(database_url) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT username FROM users WHERE username IN ('cut', 'short', 'mallory')")
+        assert cursor.fetchall() == []
 
 
 # Below the app: gunicorn parses the request line and headers itself and answers these

@@ -4,22 +4,23 @@ read from an index (no Seq Scan, no Sort over the table)."""
 from __future__ import annotations
 
 import json
-import re
 import threading
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg2
 import pytest
+from falcon import testing
 
-import models
+import migrations
+from app import create_app
+from database import Database, admin_connection
+from harness.checks import next_link, walk
 
 SEED = 250
-NEXT_LINK = re.compile(r'<(/users\?[^>]*)>; rel="next"')
 
 
-def seed(count: int = SEED) -> list[int]:
+def seed(db, count: int = SEED) -> list[int]:
     """`count` users named in three groups ('a_N', 'abN', 'bN'); their ids in order."""
-    cursor = models.db.execute_sql(
+    cursor = db.execute_sql(
         "INSERT INTO users (username) "
         "SELECT CASE g %% 3 WHEN 0 THEN 'a_' WHEN 1 THEN 'ab' ELSE 'b' END || g "
         "FROM generate_series(1, %s) g RETURNING id",
@@ -28,8 +29,8 @@ def seed(count: int = SEED) -> list[int]:
     return sorted(row[0] for row in cursor.fetchall())
 
 
-def table(prefix: str = "") -> dict[int, str]:
-    cursor = models.db.execute_sql("SELECT id, username FROM users WHERE starts_with(username, %s) ORDER BY id", (prefix,))
+def table(db, prefix: str = "") -> dict[int, str]:
+    cursor = db.execute_sql("SELECT id, username FROM users WHERE starts_with(username, %s) ORDER BY id", (prefix,))
     return dict(cursor.fetchall())
 
 
@@ -37,40 +38,22 @@ def fetch(client, url: str):
     path, _, query = url.partition("?")
     result = client.simulate_get(path, query_string=query)
     assert result.status_code == 200, result.text
-    assert result.headers["content-type"] == "application/json"
-    link = result.headers.get("link")
-    if link is None:
-        return result.json, None
-    match = NEXT_LINK.fullmatch(link)
-    assert match, link
-    return result.json, match.group(1)
+    return result.json, next_link(result)
 
 
-def walk(client, url: str, between_pages=lambda page: None) -> list[dict]:
-    """Follow Link rel="next" from `url` to the end; `between_pages(page)` runs after each page but the last."""
-    rows: list[dict] = []
-    pages = 0
-    while url is not None:
-        page, url = fetch(client, url)
-        pages += 1
-        assert pages < 200, "the Link chain does not end"
-        rows.extend(page)
-        if url is not None:
-            between_pages(page)
-    return rows
+def walk_rows(client, url: str, between_pages=lambda page: None) -> list[dict]:
+    return [row for page in walk(client, url, between_pages) for row in page]
 
 
 @pytest.fixture
 def writer(database_url):
     """Another session on the same database, autocommit: the concurrent writer."""
-    conn = psycopg2.connect(database_url, connect_timeout=5)
-    conn.autocommit = True
-    yield conn
-    conn.close()
+    with admin_connection(database_url) as conn:
+        yield conn
 
 
-def test_walk_is_exact_while_another_writer_inserts_updates_and_deletes(client, writer):
-    original = seed()
+def test_walk_is_exact_while_another_writer_inserts_updates_and_deletes(client, writer, db):
+    original = seed(db)
     seen: list[int] = []
     inserted: list[int] = []
     deleted: list[int] = []
@@ -97,7 +80,7 @@ def test_walk_is_exact_while_another_writer_inserts_updates_and_deletes(client, 
                 )
                 renamed.append(unseen[-1])
 
-    rows = walk(client, "/users?limit=40", change_table)
+    rows = walk_rows(client, "/users?limit=40", change_table)
     ids = [user["id"] for user in rows]
     assert len(deleted) >= 6 and len(inserted) >= 18 and renamed
     assert ids == sorted(set(ids)), "a row came twice or out of order"
@@ -107,17 +90,15 @@ def test_walk_is_exact_while_another_writer_inserts_updates_and_deletes(client, 
     assert all(by_id[user_id]["full_name"] == "renamed" for user_id in renamed)
 
 
-def test_walk_is_exact_while_a_writer_thread_inserts_concurrently(client, database_url):
-    original = seed()
+def test_walk_is_exact_while_a_writer_thread_inserts_concurrently(client, database_url, db):
+    original = seed(db)
     inserted: list[int] = []
     started = threading.Event()
     stop = threading.Event()
 
     def write():
-        conn = psycopg2.connect(database_url, connect_timeout=5)
-        conn.autocommit = True
         try:
-            with conn.cursor() as cursor:
+            with admin_connection(database_url) as conn, conn.cursor() as cursor:
                 for index in range(300):
                     if stop.is_set():
                         break
@@ -126,13 +107,12 @@ def test_walk_is_exact_while_a_writer_thread_inserts_concurrently(client, databa
                     started.set()
         finally:
             started.set()
-            conn.close()
 
     thread = threading.Thread(target=write)
     thread.start()
     try:
         assert started.wait(10)
-        rows = walk(client, "/users?limit=40")
+        rows = walk_rows(client, "/users?limit=40")
     finally:
         stop.set()
         thread.join(10)
@@ -143,9 +123,9 @@ def test_walk_is_exact_while_a_writer_thread_inserts_concurrently(client, databa
 
 
 @pytest.mark.parametrize(("prefix", "limit"), [("a_", 15), ("ab", 40), ("a", 25), ("b1", 7)])
-def test_prefix_walk_is_exact_while_another_writer_inserts(client, writer, prefix, limit):
-    seed()
-    before = table(prefix)
+def test_prefix_walk_is_exact_while_another_writer_inserts(client, writer, prefix, limit, db):
+    seed(db)
+    before = table(db, prefix)
     assert before and len(before) > limit
     names = iter(range(10**6))
 
@@ -154,16 +134,16 @@ def test_prefix_walk_is_exact_while_another_writer_inserts(client, writer, prefi
             for name in ("a_", "ab", "a", "b1", "b", "c"):
                 cursor.execute("INSERT INTO users (username) VALUES (%s)", (f"{name}x{next(names)}",))
 
-    rows = walk(client, f"/users?limit={limit}&username_prefix={prefix}", insert_some)
+    rows = walk_rows(client, f"/users?limit={limit}&username_prefix={prefix}", insert_some)
     ids = [user["id"] for user in rows]
     assert ids == sorted(set(ids))
     assert all(user["username"].startswith(prefix) for user in rows)
     assert set(before) <= set(ids)
-    assert {user["id"]: user["username"] for user in rows} == table(prefix)
+    assert {user["id"]: user["username"] for user in rows} == table(db, prefix)
 
 
-def test_every_link_keeps_the_limit_and_prefix(client):
-    seed()
+def test_every_link_keeps_the_limit_and_prefix(client, db):
+    seed(db)
     url = "/users?limit=9&username_prefix=a_"
     last_after = 0
     while url is not None:
@@ -186,57 +166,58 @@ def plan_nodes(plan: dict):
 
 
 @pytest.fixture
-def big_table(app):
+def big_table(app, db):
     """5000 users with random names, analysed, so the planner chooses as in production."""
-    models.db.execute_sql(
-        "INSERT INTO users (username, email) "
-        "SELECT substr(md5(g::text), 1, 12), 'u' || g || '@example.org' FROM generate_series(1, 5000) g"
+    db.execute_sql(
+        "INSERT INTO users (username, email) SELECT substr(md5(g::text), 1, 12), 'u' || g || '@example.org' FROM generate_series(1, 5000) g"
     )
-    models.db.execute_sql("ANALYZE users")
+    db.execute_sql("ANALYZE users")
 
 
 REPEATS = 12  # past the 5 custom plans after which PostgreSQL may settle on a generic plan
 
 
-def list_query_plans(client, monkeypatch, query_string: str) -> list[dict]:
+class RecordingDatabase(Database):
+    """The service's database, noting every statement it runs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.statements: list[tuple[str, tuple]] = []
+
+    def execute_sql(self, sql, params=None, *args, **kwargs):
+        self.statements.append((sql, tuple(params or ())))
+        return super().execute_sql(sql, params, *args, **kwargs)
+
+
+def list_query_plans(settings, query_string: str) -> list[dict]:
     """The plans of the statements GET /users?<query_string> runs, from EXPLAIN of the exact
     statements (plain SQL, or EXECUTE of a prepared one) on the same connection, once the
     request has run often enough for the plan cache to have made its choice."""
-    run = models.db.execute_sql
-    statements = []
-
-    def spy(sql, params=None, *args, **kwargs):
-        statements.append((sql, params))
-        return run(sql, params, *args, **kwargs)
-
-    monkeypatch.setattr(models.db, "execute_sql", spy)
+    db = RecordingDatabase(settings.database_url, schema_version=migrations.latest())
+    client = testing.TestClient(create_app(settings, db))
     for _ in range(REPEATS):
         result = client.simulate_get("/users", query_string=query_string)
         assert result.status_code == 200, result.text
-    monkeypatch.undo()
     assert result.json, "the page is empty: nothing was planned for real"
-    selects = {
-        (sql, tuple(params or ())) for sql, params in statements if sql.lstrip().upper().startswith(("SELECT", "EXECUTE"))
-    }
-    assert len(selects) == 1, statements  # one query per page, the same each time
+    selects = {(sql, params) for sql, params in db.statements if sql.lstrip().upper().startswith(("SELECT", "EXECUTE"))}
+    assert len(selects) == 1, db.statements  # one query per page, the same each time
     plans = []
     for sql, params in selects:
-        (document,) = models.db.execute_sql("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
+        (document,) = db.execute_sql("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
         plans.append((document if isinstance(document, list) else json.loads(document))[0]["Plan"])
+    db.close()
     return plans
 
 
-def username_index() -> str:
-    cursor = models.db.execute_sql(
-        "SELECT indexname FROM pg_indexes WHERE tablename = 'users' AND indexdef LIKE '%%UNIQUE%%(username)%%'"
-    )
+def username_index(db) -> str:
+    cursor = db.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'users' AND indexdef LIKE '%%UNIQUE%%(username)%%'")
     (name,) = cursor.fetchone()
     return name
 
 
 @pytest.mark.parametrize("query_string", ["", "limit=40", "limit=1000", "limit=40&after=2500", "after=4990"])
-def test_a_page_is_read_in_order_from_the_primary_key(client, big_table, monkeypatch, query_string):
-    for plan in list_query_plans(client, monkeypatch, query_string):
+def test_a_page_is_read_in_order_from_the_primary_key(settings, big_table, db, query_string):
+    for plan in list_query_plans(settings, query_string):
         nodes = list(plan_nodes(plan))
         types = [node["Node Type"] for node in nodes]
         assert "Seq Scan" not in types and "Sort" not in types and "Incremental Sort" not in types, types
@@ -246,9 +227,9 @@ def test_a_page_is_read_in_order_from_the_primary_key(client, big_table, monkeyp
 
 
 @pytest.mark.parametrize("query_string", ["username_prefix=ab&limit=40", "username_prefix=a1&limit=5&after=100", "username_prefix=f00"])
-def test_a_prefix_page_is_read_from_the_username_index(client, big_table, monkeypatch, query_string):
-    index = username_index()
-    for plan in list_query_plans(client, monkeypatch, query_string):
+def test_a_prefix_page_is_read_from_the_username_index(settings, big_table, db, query_string):
+    index = username_index(db)
+    for plan in list_query_plans(settings, query_string):
         nodes = list(plan_nodes(plan))
         types = [node["Node Type"] for node in nodes]
         assert "Seq Scan" not in types, types

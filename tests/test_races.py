@@ -13,13 +13,11 @@ from collections import Counter
 import pytest
 from falcon import testing
 
-import models
-
 THREADS = 16
 JSON = {"Content-Type": "application/json"}
 
 
-def race(app, send, threads: int = THREADS) -> list:
+def race(app, db, send, threads: int = THREADS) -> list:
     """Run `send(client, index)` in `threads` threads released together; the results by index."""
     barrier = threading.Barrier(threads)
     results: list = [None] * threads
@@ -28,14 +26,14 @@ def race(app, send, threads: int = THREADS) -> list:
     def run(index: int) -> None:
         client = testing.TestClient(app)
         try:
-            models.ping()  # connect now: the requests race, not the connection set-up
+            db.ping()  # connect now: the requests race, not the connection set-up
             barrier.wait(timeout=30)
             results[index] = send(client, index)
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
             barrier.abort()
         finally:
-            models.db.close()
+            db.close()
 
     workers = [threading.Thread(target=run, args=(index,), name=f"racer-{index}") for index in range(threads)]
     for worker in workers:
@@ -60,74 +58,74 @@ def assert_conflicts(results, status: int, field: str | None = None) -> None:
                 assert [error["field"] for error in result.json["errors"]] == [field]
 
 
-def rows() -> list[tuple]:
-    return models.db.execute_sql("SELECT id, username, email, full_name, version FROM users ORDER BY id").fetchall()
+def rows(db) -> list[tuple]:
+    return db.execute_sql("SELECT id, username, email, full_name, version FROM users ORDER BY id").fetchall()
 
 
-def test_racing_creates_of_one_username(app):
-    results = race(app, lambda client, index: client.simulate_post("/users", json={"username": "same", "full_name": f"racer {index}"}))
+def test_racing_creates_of_one_username(app, db):
+    results = race(app, db, lambda client, index: client.simulate_post("/users", json={"username": "same", "full_name": f"racer {index}"}))
     assert statuses(results) == {201: 1, 409: THREADS - 1}
     assert_conflicts(results, 409, "username")
     (winner,) = [result for result in results if result.status_code == 201]
-    assert rows() == [(winner.json["id"], "same", None, winner.json["full_name"], 1)]
+    assert rows(db) == [(winner.json["id"], "same", None, winner.json["full_name"], 1)]
 
 
-def test_racing_creates_of_one_email(app):
+def test_racing_creates_of_one_email(app, db):
     def create(client, index):
         email = "SAME@example.org" if index % 2 else "same@example.org"
         return client.simulate_post("/users", json={"username": f"racer{index}", "email": email})
 
-    results = race(app, create)
+    results = race(app, db, create)
     assert statuses(results) == {201: 1, 409: THREADS - 1}
     assert_conflicts(results, 409, "email")
-    assert len(rows()) == 1
+    assert len(rows(db)) == 1
 
 
-def test_racing_creates_of_different_users_all_succeed(app):
-    results = race(app, lambda client, index: client.simulate_post("/users", json={"username": f"racer{index}"}))
+def test_racing_creates_of_different_users_all_succeed(app, db):
+    results = race(app, db, lambda client, index: client.simulate_post("/users", json={"username": f"racer{index}"}))
     assert statuses(results) == {201: THREADS}
-    assert sorted(result.json["id"] for result in results) == [row[0] for row in rows()]
+    assert sorted(result.json["id"] for result in results) == [row[0] for row in rows(db)]
     assert len({result.json["id"] for result in results}) == THREADS
 
 
-def test_racing_patches_with_one_if_match(app, make_user):
+def test_racing_patches_with_one_if_match(app, make_user, db):
     user = make_user("target")
     path = f"/users/{user['id']}"
 
     def patch(client, index):
         return client.simulate_patch(path, json={"full_name": f"racer {index}"}, headers={"If-Match": '"1"'})
 
-    results = race(app, patch)
+    results = race(app, db, patch)
     assert statuses(results) == {200: 1, 412: THREADS - 1}
     assert_conflicts(results, 412)
     (winner,) = [result for result in results if result.status_code == 200]
     assert winner.headers["etag"] == '"2"'
-    assert rows() == [(user["id"], "target", None, winner.json["full_name"], 2)]
+    assert rows(db) == [(user["id"], "target", None, winner.json["full_name"], 2)]
 
 
-def test_racing_patches_without_if_match_lose_no_update(app, make_user):
+def test_racing_patches_without_if_match_lose_no_update(app, make_user, db):
     user = make_user("target")
     path = f"/users/{user['id']}"
-    results = race(app, lambda client, index: client.simulate_patch(path, json={"full_name": f"racer {index}"}))
+    results = race(app, db, lambda client, index: client.simulate_patch(path, json={"full_name": f"racer {index}"}))
     assert statuses(results) == {200: THREADS}
     # Each update saw the one before it: the versions handed out are 2..17, each once.
     assert sorted(result.headers["etag"] for result in results) == sorted(f'"{version}"' for version in range(2, THREADS + 2))
-    assert rows()[0][4] == THREADS + 1
+    assert rows(db)[0][4] == THREADS + 1
 
 
-def test_racing_renames_to_one_username(app, make_user):
+def test_racing_renames_to_one_username(app, make_user, db):
     ids = [make_user(f"user{index}")["id"] for index in range(THREADS)]
-    results = race(app, lambda client, index: client.simulate_patch(f"/users/{ids[index]}", json={"username": "wanted"}))
+    results = race(app, db, lambda client, index: client.simulate_patch(f"/users/{ids[index]}", json={"username": "wanted"}))
     assert statuses(results) == {200: 1, 409: THREADS - 1}
     assert_conflicts(results, 409, "username")
-    assert [row[1] for row in rows()].count("wanted") == 1
+    assert [row[1] for row in rows(db)].count("wanted") == 1
 
 
 @pytest.mark.parametrize("if_match", [None, '"1"'])
-def test_racing_deletes(app, make_user, if_match):
+def test_racing_deletes(app, make_user, if_match, db):
     user = make_user("target")
     headers = {} if if_match is None else {"If-Match": if_match}
-    results = race(app, lambda client, index: client.simulate_delete(f"/users/{user['id']}", headers=headers))
+    results = race(app, db, lambda client, index: client.simulate_delete(f"/users/{user['id']}", headers=headers))
     assert statuses(results) == {204: 1, 404: THREADS - 1}
     assert_conflicts(results, 404)
-    assert rows() == []
+    assert rows(db) == []

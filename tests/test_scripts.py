@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-import models
+import migrations
 from harness.processes import PROJECT_ROOT, free_port
+from models import User, unique_index_fields
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -30,39 +31,44 @@ def db_env(database_url, app):
     return {"DATABASE_URL": database_url}
 
 
-@pytest.mark.parametrize("script", ["scripts.create_tables", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune"])
+@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune"])
 def test_every_script_explains_its_options(script):
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage: python -m " + script in result.stdout
 
 
-def test_create_tables_is_idempotent(db_env):
-    for _ in range(2):
-        result = run("scripts.create_tables", env=db_env)
-        assert result.returncode == 0, result.stderr
-        assert "tables ready: users (0 rows)" in result.stdout
+def test_migrating_a_current_schema_changes_nothing(db_env):
+    result = run("scripts.migrate", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert f"schema at version {migrations.latest()} (0 applied now); users: 0 rows" in result.stdout
 
 
-def test_seeding_adds_the_users_asked_for_and_can_run_again(db_env):
+def test_migrate_status_names_the_version(db_env):
+    result = run("scripts.migrate", "--status", env=db_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"schema version {migrations.latest()}; this code needs {migrations.latest()}"
+
+
+def test_seeding_adds_the_users_asked_for_and_can_run_again(db_env, users, db):
     for expected_total in (500, 1000):
         result = run("scripts.seed_users", "500", "--batch", "200", env=db_env)
         assert result.returncode == 0, result.stderr
         assert f"the table now has {expected_total}" in result.stdout
-    assert models.count_users() == 1000
-    names = [row[0] for row in models.db.execute_sql("SELECT username FROM users").fetchall()]
+    assert users.count() == 1000
+    names = [row[0] for row in db.execute_sql("SELECT username FROM users").fetchall()]
     assert len(set(names)) == 1000
     assert all(len(name) == 8 and set(name) <= set("0123456789abcdef") for name in names)
 
 
-def test_seeding_if_empty_leaves_a_filled_table_alone(db_env, make_user):
+def test_seeding_if_empty_leaves_a_filled_table_alone(db_env, make_user, users):
     make_user("already-here")
     result = run("scripts.seed_users", "20", "--if-empty", env=db_env)
     assert result.returncode == 0, result.stderr
-    assert models.count_users() == 1
+    assert users.count() == 1
 
 
-@pytest.mark.parametrize("script", ["scripts.create_tables", "scripts.seed_users"])
+@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users"])
 def test_an_unreachable_database_is_one_line_and_a_failure_within_the_wait(script):
     env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x", "DB_CONNECT_TIMEOUT": "1"}
     args = [script, "--wait", "2"] + (["10"] if script == "scripts.seed_users" else [])
@@ -76,7 +82,7 @@ def test_an_unreachable_database_is_one_line_and_a_failure_within_the_wait(scrip
 
 
 def test_a_bad_setting_is_one_line_naming_the_variable(db_env):
-    result = run("scripts.create_tables", env={**db_env, "DB_CONNECT_TIMEOUT": "soon"})
+    result = run("scripts.migrate", env={**db_env, "DB_CONNECT_TIMEOUT": "soon"})
     assert result.returncode != 0
     assert result.stderr.strip() == "error: configuration: DB_CONNECT_TIMEOUT='soon' is not an integer"
 
@@ -93,11 +99,11 @@ def test_embedded_db_status_of_a_stopped_server(tmp_path):
     assert "is not running" in result.stderr
 
 
-def test_a_bulk_seed_into_an_empty_table_rebuilds_the_indexes(db_env, client):
+def test_a_bulk_seed_into_an_empty_table_rebuilds_the_indexes(db_env, client, db):
     result = run("scripts.seed_users", "20000", "--batch", "5000", env=db_env)
     assert result.returncode == 0, result.stderr
     assert "the table now has 20000" in result.stdout
-    indexes = {row[0] for row in models.db.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'users'").fetchall()}
-    assert indexes == {"users_pkey", "user_username", models.EMAIL_INDEX}
-    taken = models.db.execute_sql("SELECT username FROM users LIMIT 1").fetchone()[0]
+    indexes = {row[0] for row in db.execute_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'users'").fetchall()}
+    assert indexes == {"users_pkey", *unique_index_fields(User)}
+    taken = db.execute_sql("SELECT username FROM users LIMIT 1").fetchone()[0]
     assert client.simulate_post("/users", json={"username": taken}).status_code == 409

@@ -17,7 +17,13 @@ def test_defaults_work_on_a_fresh_machine():
 
 def test_values_come_from_the_environment():
     settings = load_settings(
-        {"DATABASE_URL": "postgresql://app:secret@db:5432/orgapi", "PORT": "9000", "WEB_CONCURRENCY": "3", "PAGE_MAX": "50", "PAGE_DEFAULT": "10"}
+        {
+            "DATABASE_URL": "postgresql://app:secret@db:5432/orgapi",
+            "PORT": "9000",
+            "WEB_CONCURRENCY": "3",
+            "PAGE_MAX": "50",
+            "PAGE_DEFAULT": "10",
+        }
     )
     assert settings.database_url == "postgresql://app:secret@db:5432/orgapi"
     assert (settings.port, settings.workers, settings.page_max, settings.page_default) == (9000, 3, 50, 10)

@@ -18,12 +18,27 @@ pytestmark = pytest.mark.e2e
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not on PATH (Debian/Ubuntu: apt-get install wrk); the sweep drives the service with it")
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not on PATH (Debian/Ubuntu: apt-get install wrk); the sweep drives the service with it"
+)
 def test_two_point_sweep_writes_the_report_folder(database_url, tmp_path):
     out = tmp_path / "sweep"
     command = [
-        sys.executable, "-m", "load.sweep",
-        "--workers", "1,2", "--users", "10", "--seconds", "2", "--warmup", "0", "--seed-users", "200", "--out", str(out),
+        sys.executable,
+        "-m",
+        "load.sweep",
+        "--workers",
+        "1,2",
+        "--users",
+        "10",
+        "--seconds",
+        "2",
+        "--warmup",
+        "0",
+        "--seed-users",
+        "200",
+        "--out",
+        str(out),
     ]
     env = {**os.environ, "DATABASE_URL": database_url, "MPLBACKEND": "Agg"}
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=240)

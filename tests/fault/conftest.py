@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import pytest
 
-import models
+import migrations
+from database import Database
 from harness.pgcluster import PostgresCluster
 from harness.processes import Gunicorn
 
@@ -57,16 +58,14 @@ class FaultDatabase:
 
 @pytest.fixture
 def fault_db(cluster):
-    """A fresh database in the owned cluster, with the tables made by the app's own code."""
+    """A fresh database in the owned cluster, with the schema the migrations make."""
     if not cluster.is_running():
         cluster.start()
     name = f"orgapi_fault_{uuid.uuid4().hex[:10]}"
     url = cluster.create_database(name)
-    models.bind_database(url, statement_timeout_ms=5000, connect_timeout=5)
-    try:
-        models.create_schema()
-    finally:
-        models.db.close()
+    db = Database(url)
+    migrations.apply(db, report=lambda line: None)
+    db.close()
     yield FaultDatabase(cluster, name, url)
     if not cluster.is_running():  # a test that failed half-way may leave it down
         cluster.start()

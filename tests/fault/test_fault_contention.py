@@ -19,7 +19,16 @@ import time
 
 import pytest
 
-from harness.load import JSON, Load, assert_only, assert_problem_503, by_kind, post_json, send, wait_for
+from harness.load import (
+    JSON,
+    Load,
+    assert_only,
+    assert_problem_503,
+    by_kind,
+    post_json,
+    send,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -132,8 +141,7 @@ def test_more_concurrent_requests_than_threads_all_get_answers(cluster, fault_db
     assert_only(results, {"200", "201"})  # all answered within the client timeout: no hang, no 5xx
     # Requests did queue (more than the busy threads), and no thread opened a second connection.
     assert THREADS <= busy <= capacity and connections_at_peak <= capacity, (busy, connections_at_peak)
-    assert fault_db.scalar("SELECT count(*) FROM users WHERE username LIKE 'crowd-%%'") == sum(
-        outcome.status == 201 for outcome in results)
+    assert fault_db.scalar("SELECT count(*) FROM users WHERE username LIKE 'crowd-%%'") == sum(outcome.status == 201 for outcome in results)
 
 
 def _trickle_post(port: int, body: bytes, seconds: float, chunked: bool) -> tuple[int | None, float]:
@@ -141,9 +149,11 @@ def _trickle_post(port: int, body: bytes, seconds: float, chunked: bool) -> tupl
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
-        sock.sendall(f"POST /users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n".encode()
+        )
         for index in range(len(body)):
-            piece = body[index:index + 1]
+            piece = body[index : index + 1]
             sock.sendall(b"1\r\n" + piece + b"\r\n" if chunked else piece)
             time.sleep(seconds / len(body))
         if chunked:
@@ -168,8 +178,7 @@ def test_slow_clients_do_not_slow_fast_requests(fault_db, serve, measure):
     for thread in slow_threads:
         thread.start()
     time.sleep(0.5)  # the slow clients hold their threads now
-    with Load(server.port, clients=4, max_seconds=60, pause=0.01,
-              mix=("create", "get", "list", "get", "patch", "delete")) as load:
+    with Load(server.port, clients=4, max_seconds=60, pause=0.01, mix=("create", "get", "list", "get", "patch", "delete")) as load:
         time.sleep(trickle_seconds - 1.5)
     for thread in slow_threads:
         thread.join(15)
@@ -196,11 +205,13 @@ def test_racing_creates_of_one_username(fault_db, serve, measure):
     server = serve()
     racers = 16
     rounds = []
-    for round_number, (field, make) in enumerate([
-        ("username", lambda i, n: {"username": f"race-{n}", "email": f"r{n}-{i}@example.org"}),
-        ("username", lambda i, n: {"username": f"race-{n}"}),
-        ("email", lambda i, n: {"username": f"mail-{n}-{i}", "email": f"Same-{n}@Example.org" if i % 2 else f"same-{n}@example.org"}),
-    ]):
+    for round_number, (field, make) in enumerate(
+        [
+            ("username", lambda i, n: {"username": f"race-{n}", "email": f"r{n}-{i}@example.org"}),
+            ("username", lambda i, n: {"username": f"race-{n}"}),
+            ("email", lambda i, n: {"username": f"mail-{n}-{i}", "email": f"Same-{n}@Example.org" if i % 2 else f"same-{n}@example.org"}),
+        ]
+    ):
         barrier = threading.Barrier(racers)
         results = []
         lock = threading.Lock()

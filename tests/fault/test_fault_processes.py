@@ -20,7 +20,16 @@ import time
 import psutil
 import pytest
 
-from harness.load import JSON, RESETS, Load, assert_only, by_kind, post_json, send, wait_for
+from harness.load import (
+    JSON,
+    RESETS,
+    Load,
+    assert_only,
+    by_kind,
+    post_json,
+    send,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -73,15 +82,21 @@ def test_worker_killed_mid_request(cluster, fault_db, serve, measure):
         blocker.close()
         workers = wait_for(
             lambda: (lambda pids: pids if len(pids) == 2 and victim not in pids else None)(server.worker_pids()),
-            20, 0.05, "a replacement worker",
+            20,
+            0.05,
+            "a replacement worker",
         )
         replaced_after = time.monotonic() - killed_at
         time.sleep(1.5)
     outcomes = load.outcomes
 
     # The dead worker's backend notices the closed socket and rolls back; nothing lingers.
-    wait_for(lambda: not any(b["state"] != "idle" or b["wait_event_type"] == "Lock" for b in fault_db.backends()),
-             10, 0.1, "no app backend busy or idle in a transaction")
+    wait_for(
+        lambda: not any(b["state"] != "idle" or b["wait_event_type"] == "Lock" for b in fault_db.backends()),
+        10,
+        0.1,
+        "no app backend busy or idle in a transaction",
+    )
     # The unanswered create has an unknown outcome: absent, or present whole; never partial.
     with fault_db.cursor() as cursor:
         cursor.execute("SELECT username, email, full_name, version FROM users WHERE username = 'victim'")
@@ -183,9 +198,13 @@ def test_sighup_reload_under_load_fails_no_request(fault_db, serve, measure):
             hupped = time.monotonic()
             server.signal(signal.SIGHUP)
             wait_for(
-                lambda: (lambda pids: len(pids) == 2 and not pids & old)(server.worker_pids())
-                and server.log().count(" ready: ") >= 2 + 2 * (len(reload_seconds) + 1),
-                30, 0.05, "a complete set of new workers",
+                lambda: (
+                    (lambda pids: len(pids) == 2 and not pids & old)(server.worker_pids())
+                    and server.log().count(" ready: ") >= 2 + 2 * (len(reload_seconds) + 1)
+                ),
+                30,
+                0.05,
+                "a complete set of new workers",
             )
             reload_seconds.append(round(time.monotonic() - hupped, 2))
             time.sleep(1.0)

@@ -40,14 +40,16 @@ def test_sustained_load_keeps_memory_connections_and_latency_flat(fault_db, serv
             outcomes = load.outcomes[seen:]
             seen += len(outcomes)
             latencies = [outcome.ended - outcome.started for outcome in outcomes]
-            samples.append({
-                "requests": len(outcomes),
-                "rss_mb": round(sum(psutil.Process(pid).memory_info().rss for pid in server.worker_pids()) / 2**20, 1),
-                "connections": len(fault_db.backends()),
-                "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-                "p95_ms": round(_p95(latencies) * 1000, 1),
-                "failed": sum(not outcome.ok for outcome in outcomes),
-            })
+            samples.append(
+                {
+                    "requests": len(outcomes),
+                    "rss_mb": round(sum(psutil.Process(pid).memory_info().rss for pid in server.worker_pids()) / 2**20, 1),
+                    "connections": len(fault_db.backends()),
+                    "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+                    "p95_ms": round(_p95(latencies) * 1000, 1),
+                    "failed": sum(not outcome.ok for outcome in outcomes),
+                }
+            )
     with fault_db.cursor() as cursor:
         ledger = load.ledger.check(cursor)
     measure(seconds=SOAK_SECONDS, by_status=by_kind(load.outcomes), samples=samples, rows_lost=ledger["rows_lost"])
@@ -58,7 +60,7 @@ def test_sustained_load_keeps_memory_connections_and_latency_flat(fault_db, serv
     assert all(sample["connections"] <= 2 * 4 for sample in samples), samples
     # The first sample is warm-up; compare the second third with the last third.
     third = max(1, SAMPLES // 3)
-    early, late = samples[1:1 + third], samples[-third:]
+    early, late = samples[1 : 1 + third], samples[-third:]
     # Memory: after warm-up, a flat process grows by a few MB at most; a leak keeps climbing.
     early_rss = statistics.mean(sample["rss_mb"] for sample in early)
     late_rss = statistics.mean(sample["rss_mb"] for sample in late)

@@ -1,0 +1,84 @@
+"""Liveness, readiness and the database being down or dropping a connection.
+
+Through the real WSGI app on a throwaway database; errors are checked with
+`assert_problem` (RFC 9457 problem details, whatever was asked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from falcon import testing
+
+import migrations
+from app import create_app
+from database import Database, admin_connection
+from harness.checks import (
+    JSON,
+    assert_field_errors,
+    assert_problem,
+    assert_user,
+    post_json,
+)
+
+
+def test_healthz_and_readyz(client):
+    for path, status in (("/healthz", "ok"), ("/readyz", "ready")):
+        result = client.simulate_get(path)
+        assert result.status_code == 200
+        assert result.headers["content-type"] == JSON
+        assert result.json == {"status": status}
+        head = client.simulate_head(path)
+        assert (head.status_code, head.content) == (200, b"")
+
+
+UNAVAILABLE_REQUESTS = [
+    ("GET", "/readyz", None),
+    ("GET", "/users", None),
+    ("GET", "/users/1", None),
+    ("POST", "/users", {"username": "amy"}),
+    ("PATCH", "/users/1", {"full_name": "x"}),
+    ("DELETE", "/users/1", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "document"), UNAVAILABLE_REQUESTS)
+def test_database_down_is_503_with_retry_after(dead_client, method, path, document):
+    result = dead_client.simulate_request(method, path, json=document)
+    assert_problem(result, 503)
+    assert int(result.headers["retry-after"]) >= 1
+    head = dead_client.simulate_head("/readyz")
+    assert_problem(head, 503, head=True)
+    assert head.headers["retry-after"] == result.headers["retry-after"]
+
+
+def test_liveness_and_validation_need_no_database(dead_client):
+    result = dead_client.simulate_get("/healthz")
+    assert (result.status_code, result.json) == (200, {"status": "ok"})
+    assert dead_client.simulate_get("/openapi.json").status_code == 200
+    assert_field_errors(dead_client.simulate_post("/users", json={"username": "A"}), 422, {"username"})
+
+
+def test_a_dropped_connection_is_one_503_then_the_app_reconnects(client, make_user, database_url, db):
+    make_user("amy")
+    pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    with admin_connection(database_url) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        assert cursor.fetchone() == (True,)
+    result = client.simulate_get("/users")
+    assert_problem(result, 503)
+    assert result.headers["retry-after"] == "1"
+    result = client.simulate_get("/users")
+    assert result.status_code == 200
+    assert [user["username"] for user in result.json] == ["amy"]
+
+
+def test_apps_on_two_databases_do_not_share_connections(client, settings, scratch_database):
+    other_url = scratch_database()
+    migrations.apply(Database(other_url), report=lambda line: None)
+    other = testing.TestClient(create_app(replace(settings, database_url=other_url)))
+    assert_user(post_json(client, {"username": "amy", "full_name": "😀"}), 201)
+    assert other.simulate_get("/users").json == []
+    assert_user(post_json(other, {"username": "bob"}), 201)
+    assert [user["username"] for user in client.simulate_get("/users").json] == ["amy"]
