@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 import orjson
 
+from models import User, public_names
+
 JSON = "application/json"
 PROBLEM = "application/problem+json"
-PUBLIC_FIELDS = {"id", "username", "email", "full_name", "created_at", "updated_at"}
+PUBLIC_FIELDS = set(public_names(User))
 # Nothing of the implementation may reach a client in an error body.
 LEAKS = ("Traceback", 'File "', "psycopg2", "peewee", "SELECT ", "INSERT INTO", 'UPDATE "', "DETAIL:", "constraint", "127.0.0.1", "refused")
 NEXT_LINK = re.compile(r'<(/users\?[^>]*)>; rel="next"')

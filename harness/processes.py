@@ -34,8 +34,9 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 class Gunicorn:
     """`gunicorn app:api` with the project's gunicorn.conf.py, on 127.0.0.1:<free port>."""
 
-    def __init__(self, env: dict[str, str], *args: str, log_path: Path, app: str = "app:api") -> None:
+    def __init__(self, env: dict[str, str], *args: str, log_path: Path, app: str = "app:api", tree: Path = PROJECT_ROOT) -> None:
         self.port = free_port()
+        self.tree = tree  # the checkout whose app and gunicorn.conf.py run (another one to compare commits)
         self.log_path = log_path
         self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, app]
         self.env = {**os.environ, **env}
@@ -45,7 +46,7 @@ class Gunicorn:
     def start(self, ready_path: str = "/healthz", deadline: float = 30.0) -> Gunicorn:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.args, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.args, cwd=self.tree, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         self.wait_until_answers(ready_path, deadline)

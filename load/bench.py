@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -96,6 +97,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--page-limit", type=int, default=100, help="limit of the list pages measured (default: %(default)s)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench -S ceiling")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of the project (e.g. `git worktree add ../before HEAD~1`) whose app is measured "
+        "in the same run, case by case next to this one, for before/after ratios",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="measure every case this many times, interleaved (default: %(default)s)")
+    parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)"
     )
     args = parser.parse_args(argv)
@@ -112,53 +120,69 @@ def main(argv: list[str] | None = None) -> None:
     extra = tuple(shlex.split(args.gunicorn_args))
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
     orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
+    apps = [("", orgapi)]
+    if args.baseline:
+        apps.append(
+            (" (baseline)", serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra, tree=args.baseline.resolve()))
+        )
     rows: list[Measurement] = []
     try:
-        cases = [
-            ("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
-            ("GET /users/{id}", orgapi, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}),
-        ]
+        cases = [("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)})]
+        for suffix, server in apps:
+            cases.append((f"GET /users/{{id}}{suffix}", server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}))
         if "list" in args.cases:
-            cases += [
-                ("GET /users first page", orgapi, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": "0"}),
-                (
-                    "GET /users deep page",
-                    orgapi,
-                    "list_page.lua",
-                    {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": str(max(top_id - 1000, 0))},
-                ),
-            ]
+            for suffix, server in apps:
+                cases += [
+                    (f"GET /users first page{suffix}", server, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": "0"}),
+                    (
+                        f"GET /users deep page{suffix}",
+                        server,
+                        "list_page.lua",
+                        {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": str(max(top_id - 1000, 0))},
+                    ),
+                ]
         for count in connections:
-            for label, server, script, env in cases:
-                if args.warmup:
-                    run_wrk(server, script, count, args.warmup, label, workers, env, postgres)
-                rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, postgres))
-                print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
+            for _ in range(args.rounds):
+                for label, server, script, env in cases:
+                    if args.warmup:
+                        run_wrk(server, script, count, args.warmup, label, workers, env, postgres)
+                    rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, postgres))
+                    print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
     finally:
         hello.stop()
-        orgapi.stop()
+        for _, server in apps:
+            server.stop()
     pgbench = None if args.no_pgbench else pgbench_select_only(url, args.seconds)
 
-    by_key = {(row.label, row.connections): row for row in rows}
+    # With several rounds, each ratio is of medians over the rounds.
+    grouped: dict[tuple[str, int], list[Measurement]] = {}
+    for row in rows:
+        grouped.setdefault((row.label, row.connections), []).append(row)
+
+    def median_of(label: str, count: int, field: str) -> float | None:
+        found = grouped.get((label, count))
+        return statistics.median(getattr(row, field) for row in found) if found else None
+
     ratios = []
     for count in connections:
-        ceiling = by_key[("minimal Falcon app", count)]
+        ceiling = median_of("minimal Falcon app", count, "rps")
         for label in ("GET /users/{id}", "GET /users first page", "GET /users deep page"):
-            row = by_key.get((label, count))
-            if row is None:
+            rps = median_of(label, count, "rps")
+            if rps is None:
                 continue
-            ratios.append(
-                {
-                    "what": f"{label} / minimal app @ {count}",
-                    "ratio": round(row.rps / ceiling.rps, 3),
-                    "p99/p50": round(row.p99_ms / max(row.p50_ms, 0.001), 2),
-                }
-            )
+            p99_p50 = median_of(label, count, "p99_ms") / max(median_of(label, count, "p50_ms"), 0.001)
+            ratios.append({"what": f"{label} / minimal app @ {count}", "ratio": round(rps / ceiling, 3), "p99/p50": round(p99_p50, 2)})
+            before = median_of(f"{label} (baseline)", count, "rps")
+            if before:
+                cpu = median_of(label, count, "server_cpu_ms_per_request") / median_of(
+                    f"{label} (baseline)", count, "server_cpu_ms_per_request"
+                )
+                ratios.append({"what": f"{label} / baseline @ {count}", "ratio": round(rps / before, 3), "p99/p50": f"CPU/req {cpu:.3f}"})
         if pgbench:
             ratios.append(
                 {
                     "what": f"GET /users/{{id}} / pgbench -S tps @ {count}",
-                    "ratio": round(by_key[("GET /users/{id}", count)].rps / pgbench["tps"], 3),
+                    "ratio": round(median_of("GET /users/{id}", count, "rps") / pgbench["tps"], 3),
                     "p99/p50": "-",
                 }
             )

@@ -69,12 +69,20 @@ def write_user_ids(db: Database, path: Path, count: int = 10_000) -> Path:
 
 
 def serve(
-    app: str, url: str, workers: int, log_dir: Path, ready_path: str, extra_env: dict | None = None, extra_args: tuple[str, ...] = ()
+    app: str,
+    url: str,
+    workers: int,
+    log_dir: Path,
+    ready_path: str,
+    extra_env: dict | None = None,
+    extra_args: tuple[str, ...] = (),
+    tree: Path = PROJECT_ROOT,
 ) -> Gunicorn:
-    """`gunicorn <app>` with the project's gunicorn.conf.py and `workers` workers, started."""
+    """`gunicorn <app>` with the gunicorn.conf.py of `tree` (this checkout) and `workers` workers, started."""
     env = {"DATABASE_URL": url, **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = Gunicorn(env, "--workers", str(workers), *extra_args, log_path=log_dir / f"{app.replace(':', '_')}-{workers}w.log", app=app)
+    name = f"{app.replace(':', '_')}-{workers}w" + ("" if tree == PROJECT_ROOT else f"-{tree.name}")
+    server = Gunicorn(env, "--workers", str(workers), *extra_args, log_path=log_dir / f"{name}.log", app=app, tree=tree)
     return server.start(ready_path=ready_path)
 
 

@@ -98,9 +98,6 @@ def test_unexpected_errors_are_500_problems_without_details(settings, caplog, er
     db.close()
 
 
-# ---------------------------------------------------------------- health, readiness, database down
-
-
 def test_an_unknown_unique_index_is_a_logged_error_not_a_guess(client, db, caplog):
     db.execute_sql("CREATE UNIQUE INDEX users_full_name_probe ON users (full_name)")
     try:

@@ -42,6 +42,3 @@ def test_delete_with_a_stale_if_match_is_412_and_keeps_the_user(client, make_use
     assert_problem(client.simulate_delete(f"/users/{user['id']}", headers={"If-Match": '"1"'}), 412)
     assert client.simulate_get(f"/users/{user['id']}").status_code == 200
     assert_problem(client.simulate_delete("/users/999", headers={"If-Match": '"1"'}), 404)
-
-
-# ---------------------------------------------------------------- 405, 404, Accept

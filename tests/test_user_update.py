@@ -152,6 +152,3 @@ def test_patch_body_over_the_limit_is_413(small_client, make_user):
     user = make_user("amy")
     result = small_client.simulate_patch(f"/users/{user['id']}", body=b'{"full_name": "x"}'.ljust(301), headers={"Content-Type": JSON})
     assert_problem(result, 413)
-
-
-# ---------------------------------------------------------------- DELETE /users/{id}

@@ -260,6 +260,3 @@ def test_the_default_body_limit_is_16_kib(client, settings):
     assert settings.max_body_bytes == 16 * 1024
     result = client.simulate_post("/users", body=b'{"username": "amy"}'.ljust(16 * 1024 + 1), headers={"Content-Type": JSON})
     assert_problem(result, 413)
-
-
-# ---------------------------------------------------------------- PATCH /users/{id}
