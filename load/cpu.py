@@ -2,7 +2,7 @@
 
 Each round runs, in a fresh Python process per checkout, the checkout's own `app.api`
 (built from DATABASE_URL, or the embedded database) and sends it --requests requests
-through falcon's WSGI test client, after a warm-up; it reports the process's CPU time per
+straight to its WSGI callable, after a warm-up; it reports the process's CPU time per
 request (user + system, so the database round trip's client side is included, PostgreSQL's
 side is not). Rounds alternate between the checkouts; the medians are compared. CPU time,
 unlike requests/s, is barely changed by other work on the machine.
@@ -24,19 +24,29 @@ from harness.processes import PROJECT_ROOT
 from load.lab import max_user_id, prepare_database
 
 # Runs inside each checkout (its own modules first on sys.path).
+# The WSGI app is called directly (falcon's TestClient would add a WSGI validator's cost).
 PROBE = """
 import json, random, sys, time
-from falcon import testing
+from falcon.testing import create_environ
 from app import api
-client = testing.TestClient(api)
 path, count, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(1)
-paths = [path.replace("{id}", str(rng.randint(1, top))) for _ in range(count)]
-for p in paths[: count // 10]:
-    assert client.simulate_get(p).status_code == 200
+environs = []
+for _ in range(count):
+    target, _, query = path.replace("{id}", str(rng.randint(1, top))).partition("?")
+    environs.append(create_environ(target, query_string=query))
+statuses = []
+def start_response(status, headers, exc_info=None):
+    statuses.append(status)
+def send(environ):
+    for chunk in api(dict(environ), start_response):
+        pass
+for environ in environs[: count // 10]:
+    send(environ)
+assert all(status.startswith("200") for status in statuses), set(statuses)
 started = time.process_time()
-for p in paths:
-    client.simulate_get(p)
+for environ in environs:
+    send(environ)
 print(json.dumps({"cpu_us_per_request": (time.process_time() - started) * 1e6 / count}))
 """
 
