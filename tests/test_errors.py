@@ -1,8 +1,4 @@
-"""Routing and error shape: 404, 405 with Allow, problem+json whatever the Accept header, 500 without details.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""Routing and error shape: 404, 405 with Allow, problem+json whatever the Accept header, 500 without details."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Liveness, readiness and the database being down or dropping a connection.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""Liveness, readiness and the database being down or dropping a connection."""
 
 from __future__ import annotations
 

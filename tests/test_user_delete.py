@@ -1,8 +1,4 @@
-"""DELETE /users/{id}, with and without If-Match.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""DELETE /users/{id}, with and without If-Match."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""GET and HEAD /users/{id}: the user, its ETag, conditional GETs, id spellings.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""GET and HEAD /users/{id}: the user, its ETag, conditional GETs, id spellings."""
 
 from __future__ import annotations
 

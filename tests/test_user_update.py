@@ -1,8 +1,4 @@
-"""PATCH /users/{id}: merge-patch updates, If-Match, conflicts.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""PATCH /users/{id}: merge-patch updates, If-Match, conflicts."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""POST /users: creating users, validation, conflicts, body framing and limits.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""POST /users: creating users, validation, conflicts, body framing and limits."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""GET /users: pages, limits, keyset paging, the username prefix.
-
-Through the real WSGI app on a throwaway database; errors are checked with
-`assert_problem` (RFC 9457 problem details, whatever was asked).
-"""
+"""GET /users: pages, limits, keyset paging, the username prefix."""
 
 from __future__ import annotations
 
