@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev install-load run lint test test-all stop-db load load-500 load-smoke sweep bench pgtune clean
+.PHONY: install install-dev install-load run lint test test-all test-image image stop-db load load-500 load-smoke sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,14 @@ sweep: install-dev
 ## bench: GET /users/{id} and list pages against the two ceilings; reports/bench
 bench: install-dev
 	$(BIN)/python -m load.bench
+
+## image: the container image with podman (IMAGE, BASE_IMAGE); the Debian base is made once with debootstrap
+image: install
+	container/build-image.sh
+
+## test-image: build the image, then start it on a PostgreSQL the test owns and drive the API through it
+test-image: image install-dev
+	$(BIN)/python -m pytest -m image tests/test_image.py
 
 stop-db: install
 	$(BIN)/python -m scripts.embedded_db stop

@@ -102,8 +102,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("debug", "info", "warning", "error", "critical"):
         raise SettingsError(f"LOG_LEVEL={log_level!r} is not one of debug, info, warning, error, critical")
     embedded_dir = env.get("EMBEDDED_PG_DIR", "").strip()
+    database_url = _database_url(env, "DATABASE_URL")
+    if database_url is None and not _boolean(env, "EMBEDDED_DATABASE", True):
+        # The container image sets EMBEDDED_DATABASE=false: a database inside a container is lost with it.
+        raise SettingsError("DATABASE_URL is not set (EMBEDDED_DATABASE=false: give the postgresql:// URL of a server)")
     return Settings(
-        database_url=_database_url(env, "DATABASE_URL"),
+        database_url=database_url,
         embedded_pg_dir=Path(embedded_dir) if embedded_dir else PROJECT_ROOT / ".pgdata",
         port=_integer(env, "PORT", 8000, 1, 65535),
         workers=_integer(env, "WEB_CONCURRENCY", default_workers(), 1, 256),

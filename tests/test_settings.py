@@ -41,8 +41,14 @@ def test_values_come_from_the_environment():
         ({"PAGE_DEFAULT": "500", "PAGE_MAX": "100"}, "PAGE_DEFAULT=500 must not exceed PAGE_MAX=100"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of"),
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG='maybe' is not a boolean"),
+        ({"EMBEDDED_DATABASE": "false"}, "DATABASE_URL is not set"),
     ],
 )
 def test_a_bad_value_names_the_variable(env, message):
     with pytest.raises(SettingsError, match="^" + message.replace("?", r"\?").replace(".", r"\.")):
         load_settings(env)
+
+
+def test_without_the_embedded_database_a_url_is_enough():
+    settings = load_settings({"EMBEDDED_DATABASE": "false", "DATABASE_URL": "postgresql://app@db/orgapi"})
+    assert not settings.uses_embedded_database
