@@ -25,5 +25,5 @@ rm -f "$rootfs.log"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/usr/share/doc/* \
   "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
 tar --numeric-owner -C "$rootfs" -c . |
-  "$podman" import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$name" >/dev/null
+  "$podman" import --quiet --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$name" >/dev/null
 echo "base image $name: $("$podman" image inspect --format '{{.Size}}' "$name") bytes"
