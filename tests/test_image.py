@@ -1,9 +1,4 @@
-"""The container image under podman, on a PostgreSQL cluster this test owns.
-
-`make test-image` builds the image first; without podman, or without the image, these skip.
-The container shares the host's network (`--network host`), so it reaches the cluster on
-127.0.0.1 and the test reaches gunicorn on a free loopback port.
-"""
+"""The container image under podman on the host's network, on a PostgreSQL cluster this test owns (make test-image)."""
 
 from __future__ import annotations
 
