@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev install-load run lint test test-all test-image image stop-db load load-500 load-smoke sweep bench pgtune clean
+.PHONY: install install-dev install-load run lint test test-all test-image image stop-db load load-500 load-smoke capacity sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,12 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: lint, then the default test suite (embedded PostgreSQL, plus TEST_DATABASE_URL when set)
-test: lint
+## test: lint, then the default test suite (embedded PostgreSQL, plus TEST_DATABASE_URL when set); the load report's test runs bzt
+test: lint install-load
 	$(BIN)/python -m pytest
 
 ## test-all: also the long, marked tests (soak, sweeps)
-test-all: lint
+test-all: lint install-load
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 $(LOAD_VENV)/.installed: requirements-load.txt
@@ -60,7 +60,11 @@ load-500: install-dev install-load
 
 ## load-smoke: 5 users for about 20 s (what CI runs)
 load-smoke: install-dev install-load
-	$(BIN)/python -m load.run load/bzt-smoke.yml --seed-users 1000
+	$(BIN)/python -m load.run load/bzt-smoke.yml --seed-users 1000 --check-report
+
+## capacity: open-model series of offered rates; the highest within the p99 budget (WORKERS=N to choose)
+capacity: install-dev install-load
+	$(BIN)/python -m load.capacity $(if $(WORKERS),--workers $(WORKERS))
 
 ## sweep: workers x users grid with wrk; table and charts in reports/sweep
 sweep: install-dev

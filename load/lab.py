@@ -16,6 +16,7 @@ import psutil
 import migrations
 from database import Database, OperationalError, admin_connection
 from harness.processes import PROJECT_ROOT, Gunicorn
+from load.process_cpu import cpu_seconds, tree_cpu
 from queries import UserStore
 from scripts._database import connect
 from scripts.seed_users import seed
@@ -86,35 +87,9 @@ def serve(
     return server.start(ready_path=ready_path)
 
 
-def _cpu_seconds(processes, with_reaped_children: bool = False) -> float:
-    total = 0.0
-    for proc in processes:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-        if with_reaped_children:
-            total += times.children_user + times.children_system
-    return total
-
-
-def _tree_cpu(process: psutil.Process) -> float:
-    """CPU seconds of `process`, of the children it has already reaped, and of its live descendants.
-
-    Counting reaped children keeps the figure monotonic when a child exits during a run (a gunicorn
-    worker recycled at max_requests, a PostgreSQL backend closing), instead of dropping its CPU.
-    """
-    try:
-        descendants = process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0.0
-    return _cpu_seconds([process], with_reaped_children=True) + _cpu_seconds(descendants)
-
-
 def postgres_cpu() -> float:
     """CPU seconds of every live postgres process on the machine (when the service's cluster is unknown)."""
-    return _cpu_seconds(proc for proc in psutil.process_iter(["name"]) if proc.info["name"] == "postgres")
+    return cpu_seconds(proc for proc in psutil.process_iter(["name"]) if proc.info["name"] == "postgres")
 
 
 def postmaster(url: str) -> psutil.Process | None:
@@ -167,14 +142,14 @@ def run_wrk(
         f"http://127.0.0.1:{server.port}",
     ]
     master = psutil.Process(server.master_pid)
-    database_cpu = (lambda: _tree_cpu(database)) if database else postgres_cpu
-    server_before, db_before = _tree_cpu(master), database_cpu()
+    database_cpu = (lambda: tree_cpu(database)) if database else postgres_cpu
+    server_before, db_before = tree_cpu(master), database_cpu()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     output = subprocess.run(command, env=wrk_env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     elapsed = time.monotonic() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu, db_cpu = _tree_cpu(master) - server_before, database_cpu() - db_before
+    server_cpu, db_cpu = tree_cpu(master) - server_before, database_cpu() - db_before
     generator_cpu = (children_after.ru_utime - children_before.ru_utime) + (children_after.ru_stime - children_before.ru_stime)
     figures = json.loads(output.strip().splitlines()[-1])
     requests = max(figures["requests"], 1)

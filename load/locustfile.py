@@ -20,6 +20,9 @@ Environment variables:
   LOAD_MAX_USER_ID  highest existing user id, default 1000
   LOAD_THINK_MIN / LOAD_THINK_MAX  think time between tasks in seconds,
                     default 0.5 / 1.5
+  LOAD_RATE_PER_USER  when set, each user sends this many requests per second
+                    (locust's constant_throughput) instead of thinking: the open-model
+                    runs of load/bzt-open.yml and `python -m load.capacity`
 
 Standalone use (without Taurus):
   .venv-load/bin/locust -f load/locustfile.py --headless -u 10 -r 5 -t 30s
@@ -29,13 +32,14 @@ import os
 import random
 import uuid
 
-from locust import between, task
+from locust import between, constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 
 REQUEST_TIMEOUT_S = 3.0
 MAX_USER_ID = max(1, int(os.environ.get("LOAD_MAX_USER_ID", "1000")))
 THINK_MIN = float(os.environ.get("LOAD_THINK_MIN", "0.5"))
 THINK_MAX = float(os.environ.get("LOAD_THINK_MAX", "1.5"))
+RATE_PER_USER = float(os.environ.get("LOAD_RATE_PER_USER") or 0)
 
 
 def _unique_username():
@@ -63,7 +67,7 @@ def _judge(response, ok_statuses):
 
 class OrgApiUser(FastHttpUser):
     host = os.environ.get("BASE_URL", "http://127.0.0.1:8000")
-    wait_time = between(THINK_MIN, THINK_MAX)
+    wait_time = constant_throughput(RATE_PER_USER) if RATE_PER_USER > 0 else between(THINK_MIN, THINK_MAX)
     # FastHttpUser takes its timeouts as class attributes, not per request.
     connection_timeout = REQUEST_TIMEOUT_S
     network_timeout = REQUEST_TIMEOUT_S

@@ -2,31 +2,40 @@
 
 Starts the service (gunicorn with --workers N) on the embedded PostgreSQL (or DATABASE_URL),
 seeds users, runs `bzt bzt-config.yml [OVERRIDES...]` against it, stops everything it
-started and prints the summary. The exit code is bzt's: 0 when the pass/fail criteria held.
+started and prints the summary and where the run's report is (load/results/latest/report.html,
+with the CPU the server and PostgreSQL spent). The exit code is bzt's: 0 when the pass/fail
+criteria held; with --check-report, also non-zero when the report did not render in Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from harness.processes import PROJECT_ROOT
-from load.lab import max_user_id, prepare_database, serve
+import psutil
+
+from database import describe as describe_database
+from harness.processes import PROJECT_ROOT, Gunicorn
+from load import report_check
+from load.process_cpu import tree_cpu
+from load.lab import max_user_id, postmaster, prepare_database, serve
+from load.report import CONTEXT_ENV, RESULTS
+from settings import Settings
 
 BZT = PROJECT_ROOT / ".venv-load" / "bin" / "bzt"
-RESULTS = PROJECT_ROOT / "load" / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="extra bzt files merged over bzt-config.yml, e.g. bzt-500.yml or load/bzt-smoke.yml")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
-    parser.add_argument(
-        "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
-    )
+    parser.add_argument("--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)")
+    parser.add_argument("--check-report", action="store_true", help="open the report in headless Chromium and fail when it did not render")
     args = parser.parse_args(argv)
     if not BZT.exists():
         raise SystemExit("error: Taurus is not installed; run `make install-load` first")
@@ -38,18 +47,55 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or settings.workers
     server = serve("app:api", url, workers, RESULTS / "logs", ready_path="/readyz")
     print(f"service: gunicorn --workers {workers} app:api on 127.0.0.1:{server.port}, {top_id} users", flush=True)
-    env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": str(top_id)}
     try:
-        code = subprocess.run([str(BZT), "bzt-config.yml", *args.overrides], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode
+        code = run_bzt(server, database_name(settings, url), url, workers, top_id, args.overrides)
     finally:
         server.stop()
     print_summary()
     print(f"bzt exit code: {code} ({'the service held' if code == 0 else 'a pass/fail criterion failed or the run broke'})")
+    report = newest_run() / "report.html"
+    print(f"report: {report.relative_to(PROJECT_ROOT)}" if report.exists() else "no report was written")
+    if args.check_report:
+        code = code or report_check.main([str(report)])
     return code
 
 
+def database_name(settings: Settings, url: str) -> str:
+    if settings.uses_embedded_database:
+        return f"embedded PostgreSQL ({os.path.relpath(settings.embedded_pg_dir, PROJECT_ROOT)})"
+    return describe_database(url)
+
+
+def run_bzt(server: Gunicorn, database_name: str, url: str, workers: int, top_id: int, bzt_args: list[str]) -> int:
+    """`bzt bzt-config.yml BZT_ARGS` against `server`, with the context its report reads (see load.report)."""
+    database = postmaster(url)
+    context = {
+        "workers": workers,
+        "database": database_name,
+        "server": f"gunicorn --workers {workers} app:api, {top_id} users in the table",
+        "server_pid": server.master_pid,
+        "server_cpu_start": tree_cpu(psutil.Process(server.master_pid)),
+        "database_pid": database.pid if database else None,
+        "database_cpu_start": tree_cpu(database) if database else None,
+        # bzt and locust start after this: all of their CPU counts
+        "generator_cpu_start": 0.0,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    context_file = RESULTS / "run-context.json"
+    context_file.write_text(json.dumps(context, indent=2))
+    env = {
+        **os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": str(top_id), CONTEXT_ENV: str(context_file),
+    }
+    return subprocess.run([str(BZT), "bzt-config.yml", *bzt_args], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode
+
+
+def newest_run() -> Path:
+    """The folder of the newest Taurus run (their names are timestamps)."""
+    return max((RESULTS / "artifacts").glob("*/"), default=RESULTS / "no-run")
+
+
 def print_summary() -> None:
-    stats = RESULTS / "final-stats.csv"
+    stats = newest_run() / "final-stats.csv"
     if not stats.exists():
         print("no final stats were written")
         return
