@@ -27,7 +27,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-import models  # noqa: E402
 from harness.processes import PROJECT_ROOT  # noqa: E402
 from load.lab import markdown_table, max_user_id, prepare_database, serve  # noqa: E402
 from load.run import BZT, RESULTS, database_name, newest_run, run_bzt  # noqa: E402
@@ -38,8 +37,13 @@ DELIVERED = 0.95  # achieved / offered below this: the generator (or a stalled s
 
 def measure_point(server, database: str, url: str, workers: int, top_id: int, rate: int, users: int, hold: str) -> dict:
     overrides = [
-        "load/bzt-open.yml", "-o", f"execution.concurrency={users}", "-o", f"execution.hold-for={hold}",
-        "-o", f"settings.env.LOAD_RATE_PER_USER={rate / users:g}",
+        "load/bzt-open.yml",
+        "-o",
+        f"execution.concurrency={users}",
+        "-o",
+        f"execution.hold-for={hold}",
+        "-o",
+        f"settings.env.LOAD_RATE_PER_USER={rate / users:g}",
     ]
     code = run_bzt(server, database, url, workers, top_id, overrides)
     run_dir = newest_run().resolve()
@@ -108,22 +112,31 @@ def chart(points: list[dict], budget_ms: float, title: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load.capacity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m load.capacity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
-    parser.add_argument("--rates", type=int_list, default=[100, 200, 400, 600, 800, 1000, 1200], help="offered requests/s, comma-separated (default: 100,200,400,600,800,1000,1200)")
+    parser.add_argument(
+        "--rates",
+        type=int_list,
+        default=[100, 200, 400, 600, 800, 1000, 1200],
+        help="offered requests/s, comma-separated (default: 100,200,400,600,800,1000,1200)",
+    )
     parser.add_argument("--users", type=int, default=50, help="locust users sharing the offered rate (default: %(default)s)")
     parser.add_argument("--hold", default="20s", help="hold time of each point, Taurus syntax (default: %(default)s)")
     parser.add_argument("--p99-budget-ms", type=float, default=100.0, help="p99 response time allowed (default: %(default)s)")
-    parser.add_argument("--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)")
+    parser.add_argument(
+        "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: reports/capacity/workers-N)")
     args = parser.parse_args(argv)
     if not BZT.exists():
         raise SystemExit("error: Taurus is not installed; run `make install-load` first")
 
-    settings, url = prepare_database(args.seed_users)
-    models.bind_database(url, statement_timeout_ms=0, connect_timeout=5)
-    top_id = max_user_id()
-    models.db.close()
+    settings, db = prepare_database(args.seed_users)
+    url = db.url
+    top_id = max_user_id(db)
+    db.close()
     workers = args.workers or settings.workers
     out = args.out or PROJECT_ROOT / "reports" / "capacity" / f"workers-{workers}"
     out.mkdir(parents=True, exist_ok=True)
@@ -134,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             point = measure_point(server, database_name(settings, url), url, workers, top_id, rate, args.users, args.hold)
             point["verdict"] = verdict(point, args.p99_budget_ms)
             points.append(point)
-            print(f"offered {rate} req/s: achieved {point['achieved req/s']}, p99 {point['p99 ms']} ms, "
-                  f"{point['failures']} failures: {point['verdict']}", flush=True)
+            print(
+                f"offered {rate} req/s: achieved {point['achieved req/s']}, p99 {point['p99 ms']} ms, "
+                f"{point['failures']} failures: {point['verdict']}",
+                flush=True,
+            )
             if len(points) >= 2 and all(p["verdict"] != "within budget" for p in points[-2:]):
                 break
     finally:
@@ -144,9 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     capacity, first_miss = capacity_of(points)
     title = f"gunicorn --workers {workers}, {args.users} users, p99 budget {args.p99_budget_ms:g} ms"
     chart(points, args.p99_budget_ms, title, out / "latency-vs-load.png")
-    result = {"workers": workers, "users": args.users, "hold": args.hold, "p99 budget ms": args.p99_budget_ms, "capacity req/s": capacity, "points": points}
+    result = {
+        "workers": workers,
+        "users": args.users,
+        "hold": args.hold,
+        "p99 budget ms": args.p99_budget_ms,
+        "capacity req/s": capacity,
+        "points": points,
+    }
     (out / "capacity.json").write_text(json.dumps(result, indent=2))
-    columns = ["offered req/s", "achieved req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "server CPU ms/req", "generator cores", "verdict"]
+    columns = [
+        "offered req/s",
+        "achieved req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "failures",
+        "server CPU ms/req",
+        "generator cores",
+        "verdict",
+    ]
     reason = f"; the next point was {first_miss['verdict']}" if first_miss else "; every point was within budget (offer more)"
     text = (
         f"# Capacity: {title}\n\n"

@@ -47,7 +47,9 @@ def rows(names: list[str], before: dict, after: dict, threshold: float) -> list[
     table = []
     for name in names:
         text, worse = change(name, before.get(name), after.get(name), threshold)
-        table.append({"figure": name, "before": before.get(name), "after": after.get(name), "change": text, "": "REGRESSION" if worse else ""})
+        table.append(
+            {"figure": name, "before": before.get(name), "after": after.get(name), "change": text, "": "REGRESSION" if worse else ""}
+        )
     return table
 
 
@@ -74,11 +76,11 @@ def compare(before_dir: Path, after_dir: Path, threshold: float) -> tuple[str, l
 <html lang="en"><head><meta charset="utf-8"><title>Load runs compared</title>
 <style>{STYLE} body {{ max-width: 1400px; }} .pair td {{ width: 50%; vertical-align: top; }}</style></head><body>
 <h1>Load runs compared</h1>
-<p>before: <a href="{html.escape((before_dir / 'report.html').as_uri())}">{html.escape(shown_path(before_dir))}</a><br>
-after: <a href="{html.escape((after_dir / 'report.html').as_uri())}">{html.escape(shown_path(after_dir))}</a></p>
+<p>before: <a href="{html.escape((before_dir / "report.html").as_uri())}">{html.escape(shown_path(before_dir))}</a><br>
+after: <a href="{html.escape((after_dir / "report.html").as_uri())}">{html.escape(shown_path(after_dir))}</a></p>
 <p class="verdict">{verdict} (threshold {threshold:g}%: higher response times or failures, lower requests/s)</p>
-<h2>Whole run</h2>{html_table(overall, {'REGRESSION': 'FAILED'})}
-<h2>Per label</h2>{''.join(sections)}
+<h2>Whole run</h2>{html_table(overall, {"REGRESSION": "FAILED"})}
+<h2>Per label</h2>{"".join(sections)}
 <h2>Charts</h2>{charts}
 </body></html>
 """
@@ -86,7 +88,9 @@ after: <a href="{html.escape((after_dir / 'report.html').as_uri())}">{html.escap
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m load.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("before", type=Path, help="run folder or report.html of the run before the change")
     parser.add_argument("after", type=Path, help="run folder or report.html of the run after the change")
     parser.add_argument("--out", type=Path, help="the HTML page to write")

@@ -151,7 +151,9 @@ def failure_status(error: str) -> str:
 
 def locust_cpu_warning(folder: Path) -> bool:
     """Whether locust said its own CPU was saturated: then the figures measure the generator too."""
-    return any(path.exists() and "CPU usage above" in path.read_text(errors="replace") for path in (folder / "locust.log", folder / "locust.err"))
+    return any(
+        path.exists() and "CPU usage above" in path.read_text(errors="replace") for path in (folder / "locust.log", folder / "locust.err")
+    )
 
 
 def label_table(run: Run) -> list[dict]:
@@ -162,17 +164,19 @@ def label_table(run: Run) -> list[dict]:
             if failure["Name"] == row["Name"] or row["Name"] == "Aggregated":
                 status = failure_status(failure["Error"])
                 failures[status] = failures.get(status, 0) + int(failure["Occurrences"])
-        table.append({
-            "label": "all" if row["Name"] == "Aggregated" else f"{row['Type']} {row['Name']}".replace("POST POST", "POST"),
-            "requests": int(row["Request Count"]),
-            "failures": int(row["Failure Count"]),
-            "failures by status": ", ".join(f"{status}: {count}" for status, count in sorted(failures.items())) or "none",
-            "p50 ms": number(row["50%"]),
-            "p95 ms": number(row["95%"]),
-            "p99 ms": number(row["99%"]),
-            "max ms": round(number(row["Max Response Time"]) or 0, 1),
-            "req/s": round(number(row["Requests/s"]) or 0, 1),
-        })
+        table.append(
+            {
+                "label": "all" if row["Name"] == "Aggregated" else f"{row['Type']} {row['Name']}".replace("POST POST", "POST"),
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "failures by status": ", ".join(f"{status}: {count}" for status, count in sorted(failures.items())) or "none",
+                "p50 ms": number(row["50%"]),
+                "p95 ms": number(row["95%"]),
+                "p99 ms": number(row["99%"]),
+                "max ms": round(number(row["Max Response Time"]) or 0, 1),
+                "req/s": round(number(row["Requests/s"]) or 0, 1),
+            }
+        )
     return table
 
 
@@ -325,13 +329,19 @@ def render(run: Run, charts: dict[str, Path]) -> str:
     config.update({key: run.context[key] for key in ("workers", "database", "server") if key in run.context})
     config["commit"] = run.context.get("commit") or git_commit()
     cpu_rows = [
-        {"process": who, "CPU seconds": run.context[f"{who}_cpu_seconds"], "ms per request": figures.get(f"{who} CPU ms/request"),
-         "cores busy (average)": round(run.context[f"{who}_cpu_seconds"] / max(float(run.seconds.max() or 1), 1), 2)}
-        for who in ("server", "database", "generator") if run.context.get(f"{who}_cpu_seconds") is not None
+        {
+            "process": who,
+            "CPU seconds": run.context[f"{who}_cpu_seconds"],
+            "ms per request": figures.get(f"{who} CPU ms/request"),
+            "cores busy (average)": round(run.context[f"{who}_cpu_seconds"] / max(float(run.seconds.max() or 1), 1), 2),
+        }
+        for who in ("server", "database", "generator")
+        if run.context.get(f"{who}_cpu_seconds") is not None
     ]
     cpu_note = (
         "server: gunicorn master and workers; database: the PostgreSQL cluster the server uses; generator: bzt and locust"
-        if cpu_rows else "Not known: the lab did not start this server (run it through <code>make load</code> for CPU figures)."
+        if cpu_rows
+        else "Not known: the lab did not start this server (run it through <code>make load</code> for CPU figures)."
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)) if run.started else "?"
     images = "".join(f"<h3>{html.escape(CHARTS[name])}</h3><img alt='{name}' src='{embedded_png(path)}'>" for name, path in charts.items())
@@ -341,7 +351,7 @@ def render(run: Run, charts: dict[str, Path]) -> str:
 <style>{STYLE}</style></head><body>
 <h1>Load test {html.escape(run.folder.name)}</h1>
 <p class="verdict">Pass/fail criteria: <span class="{verdict}">{verdict}</span>
-&nbsp; {figures['requests']} requests, {figures['failures']} failed, {figures['req/s']} req/s, p99 {figures['p99 ms']} ms</p>
+&nbsp; {figures["requests"]} requests, {figures["failures"]} failed, {figures["req/s"]} req/s, p99 {figures["p99 ms"]} ms</p>
 <p class="small">first request {started}; folder {html.escape(shown_path(run.folder))}</p>
 {"<p class='FAILED'>locust reported its CPU above 90%: the load generator limited this run.</p>" if figures["locust CPU warning"] else ""}
 <h2>Pass/fail criteria</h2>{html_table(run.criteria, {"held": "held", "FAILED": "FAILED"})}
@@ -430,7 +440,9 @@ def point_latest_at(folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m load.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path, help="a Taurus artifacts folder (load/results/artifacts/<time>)")
     args = parser.parse_args(argv)
     folder = args.run_dir.resolve()

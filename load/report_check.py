@@ -39,9 +39,18 @@ def screenshot(page: Path, out: Path, timeout: float = 90.0) -> None:
         raise FileNotFoundError("chromium is not installed (Debian/Ubuntu: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="report-check-") as profile:
         command = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-            f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={out}",
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
+            f"--screenshot={out}",
             page.resolve().as_uri(),
         ]
         subprocess.run(command, capture_output=True, timeout=timeout, check=True)
@@ -64,7 +73,7 @@ def chart_regions(image: Path) -> list[tuple[int, int, float]]:
     if top is not None:
         bands.append((top, last))
     grey = pixels.mean(axis=2)
-    return [(int(t), int(b), float(grey[t:b + 1].std())) for t, b in bands if b - t >= MIN_CHART_HEIGHT]
+    return [(int(t), int(b), float(grey[t : b + 1].std())) for t, b in bands if b - t >= MIN_CHART_HEIGHT]
 
 
 def check(page: Path, shot: Path, expected_charts: int = 3) -> list[str]:
@@ -79,7 +88,9 @@ def check(page: Path, shot: Path, expected_charts: int = 3) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load.report_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m load.report_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("report", type=Path, help="a report.html written by load.report")
     parser.add_argument("--screenshot", type=Path, help="where to keep the screenshot (default: report-screenshot.png beside the report)")
     args = parser.parse_args(argv)

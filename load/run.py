@@ -22,8 +22,8 @@ import psutil
 from database import describe as describe_database
 from harness.processes import PROJECT_ROOT, Gunicorn
 from load import report_check
-from load.process_cpu import tree_cpu
 from load.lab import max_user_id, postmaster, prepare_database, serve
+from load.process_cpu import tree_cpu
 from load.report import CONTEXT_ENV, RESULTS
 from settings import Settings
 
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="extra bzt files merged over bzt-config.yml, e.g. bzt-500.yml or load/bzt-smoke.yml")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 per core)")
-    parser.add_argument("--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)")
+    parser.add_argument(
+        "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
+    )
     parser.add_argument("--check-report", action="store_true", help="open the report in headless Chromium and fail when it did not render")
     args = parser.parse_args(argv)
     if not BZT.exists():
@@ -84,7 +86,10 @@ def run_bzt(server: Gunicorn, database_name: str, url: str, workers: int, top_id
     context_file = RESULTS / "run-context.json"
     context_file.write_text(json.dumps(context, indent=2))
     env = {
-        **os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": str(top_id), CONTEXT_ENV: str(context_file),
+        **os.environ,
+        "BASE_URL": f"http://127.0.0.1:{server.port}",
+        "LOAD_MAX_USER_ID": str(top_id),
+        CONTEXT_ENV: str(context_file),
     }
     return subprocess.run([str(BZT), "bzt-config.yml", *bzt_args], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode
 

@@ -39,8 +39,16 @@ def failed_run(tmp_path_factory):
     server = Gunicorn({"DATABASE_URL": nowhere, "DB_CONNECT_TIMEOUT": "1"}, "--workers", "1", log_path=folder / "gunicorn.log")
     server.start(ready_path="/healthz")
     command = [
-        str(BZT), "bzt-config.yml", "load/bzt-smoke.yml", "-report",
-        "-o", "execution.ramp-up=2s", "-o", "execution.hold-for=8s", "-o", f"settings.artifacts-dir={folder / 'run'}",
+        str(BZT),
+        "bzt-config.yml",
+        "load/bzt-smoke.yml",
+        "-report",
+        "-o",
+        "execution.ramp-up=2s",
+        "-o",
+        "execution.hold-for=8s",
+        "-o",
+        f"settings.artifacts-dir={folder / 'run'}",
     ]
     env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": "20"}
     try:
