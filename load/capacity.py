@@ -8,7 +8,8 @@ Each point is a full Taurus run with its own report (load/results/artifacts/<tim
 The capacity is the highest offered rate at which p99 stayed within --p99-budget-ms, no request
 failed, and the generator delivered at least 95% of the offered rate (a closed loop hides
 overload by sending less; an open model must not), below the first two misses in a row (on a
-shared machine one miss alone can be noise; the table shows every point). The series stops there.
+shared machine one miss alone can be noise; the table shows every point). The series stops there
+unless --every-rate is given.
 
 Writes --out (default reports/capacity/workers-N): capacity.md, capacity.json and
 latency-vs-load.png (p50/p95/p99 and achieved rate against offered rate).
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
     )
+    parser.add_argument("--every-rate", action="store_true", help="measure every rate, also after two misses in a row (the whole curve)")
     parser.add_argument("--out", type=Path, help="output folder (default: reports/capacity/workers-N)")
     args = parser.parse_args(argv)
     if not BZT.exists():
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{point['failures']} failures: {point['verdict']}",
                 flush=True,
             )
-            if len(points) >= 2 and all(p["verdict"] != "within budget" for p in points[-2:]):
+            if not args.every_rate and len(points) >= 2 and all(p["verdict"] != "within budget" for p in points[-2:]):
                 break
     finally:
         server.stop()
@@ -180,10 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         "generator cores",
         "verdict",
     ]
-    reason = f"; the next point was {first_miss['verdict']}" if first_miss else "; every point was within budget (offer more)"
+    reason = (
+        f"; first of two misses in a row: {first_miss['offered req/s']} req/s, {first_miss['verdict']}"
+        if first_miss
+        else "; every point was within budget (offer more)"
+    )
+    figure = f"{capacity} req/s" if capacity is not None else "below the lowest rate tried"
     text = (
         f"# Capacity: {title}\n\n"
-        f"Capacity: **{capacity if capacity is not None else 'below the lowest rate tried'} req/s** offered "
+        f"Capacity: **{figure}** offered "
         f"(p99 ≤ {args.p99_budget_ms:g} ms, no failures, ≥ {DELIVERED:.0%} delivered{reason}).\n\n"
         f"{markdown_table(points, columns)}\n\n![latency against offered load](latency-vs-load.png)\n"
     )
