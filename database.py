@@ -4,20 +4,35 @@
 thread's first query after gunicorn's fork, checked against the schema version the code
 needs, given the hot statements prepared once, and discarded after an error so the next
 query starts on a fresh one.
+
+It also sorts the driver's errors into what callers act on: `Misconfigured` (waiting
+will not help), `StatementFailed` (this statement failed, the connection is fine), and
+`OperationalError` / `InterfaceError` (the database is unreachable: an outage).
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
 from peewee import InterfaceError, OperationalError, PostgresqlDatabase
 
-__all__ = ["Database", "InterfaceError", "OperationalError", "SchemaNotReady", "parse_url"]
+__all__ = [
+    "Database",
+    "InterfaceError",
+    "Misconfigured",
+    "OperationalError",
+    "SchemaNotReady",
+    "StatementFailed",
+    "check_url",
+    "parse_url",
+]
 
 MIGRATE_COMMAND = "python -m scripts.migrate"
 
@@ -32,6 +47,41 @@ class SchemaNotReady(Exception):
         super().__init__(f"the database {state}; this code needs version {needed}: run `{MIGRATE_COMMAND}`")
 
 
+class Misconfigured(OperationalError):
+    """The database refuses this configuration (role, password, database name, URL option):
+    retrying cannot help until someone fixes DATABASE_URL or the database."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class StatementFailed(Exception):
+    """The server gave up on one statement (timeout, deadlock, serialization failure); the
+    connection is healthy and kept."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# SQLSTATEs that end one statement and leave the session usable.
+STATEMENT_FAILURES = {"57014": "timeout", "40P01": "deadlock", "40001": "serialization"}
+# SQLSTATE classes of a refused login: 28 invalid authorization, 3D invalid catalog (no such database).
+PERMANENT_CLASSES = ("28", "3D")
+# A failed connection reaches the client as libpq's text only (no SQLSTATE exists before a
+# session does), so the refusals that waiting cannot heal are recognised by their messages:
+# libpq's own option checks, and the server's login refusals (classes 28 and 3D above).
+PERMANENT_MESSAGES = re.compile(
+    r"^invalid |could not match \d+ port numbers|password authentication failed|role \".*\" does not exist"
+    r"|database \".*\" does not exist|no pg_hba\.conf entry|is not permitted to log in|no password supplied"
+    r"|SSL was required|does not support SSL"
+)
+_CONNECTION_PREFIX = re.compile(r"^connection to server .*? failed: (FATAL:\s+)?")
+# A Unix socket directory that cannot exist: connecting there fails without any network traffic.
+_NOWHERE = "/nonexistent/orgapi-url-check"
+
+
 def parse_url(url: str) -> dict[str, str]:
     """libpq's reading of a postgresql:// URL or key=value string; ValueError when it has none."""
     try:
@@ -40,12 +90,56 @@ def parse_url(url: str) -> dict[str, str]:
         raise ValueError(str(exc).strip()) from None
 
 
+def check_url(url: str) -> None:
+    """ValueError when libpq would refuse the URL's values (port, sslmode, timeouts, ...).
+
+    libpq checks option values only when connecting, before any network traffic; pointed at
+    a socket directory that does not exist, the attempt either fails on a value or on the
+    missing socket, which means every value passed.
+    """
+    params = parse_url(url)
+    params.pop("hostaddr", None)  # an address would be dialled instead of the socket
+    hosts = params.get("host", "").count(",") + 1
+    try:
+        psycopg2.connect(**{**params, "host": ",".join([_NOWHERE] * hosts)}).close()
+    except psycopg2.OperationalError as exc:
+        if "No such file or directory" not in str(exc):
+            raise ValueError(_first_line(exc)) from None
+
+
 def describe(url: str) -> str:
-    """The URL without its password, for logs."""
+    """A URL libpq accepts for the same database, without the password, for logs."""
     parts = parse_url(url)
-    host = parts.get("host", "localhost")
-    port = parts.get("port", "5432")
-    return f"postgresql://{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}"
+    host, port = parts.get("host", ""), parts.get("port", "")
+    query = {key: parts[key] for key in ("sslmode",) if key in parts}
+    if host and not host.startswith("/") and "," not in host + port:
+        address = f"[{host}]" if ":" in host else host
+        netloc = f"{address}:{port}" if port else address
+    else:  # a Unix socket directory, or a list of hosts, goes in the query string
+        netloc = ""
+        query = {**({"host": host} if host else {}), **({"port": port} if port else {}), **query}
+    text = "&".join(f"{key}={quote(value, safe='/,')}" for key, value in query.items())
+    return f"postgresql://{quote(parts.get('user', ''), safe='')}@{netloc}/{quote(parts.get('dbname', ''), safe='')}" + (
+        f"?{text}" if text else ""
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _driver_error(exc: BaseException) -> Any:
+    """The driver's exception behind peewee's wrapper (it keeps it in `.orig`)."""
+    return getattr(exc, "orig", exc)
+
+
+def misconfiguration(exc: BaseException) -> str | None:
+    """The cause, when `exc` is a refusal that retrying cannot heal; else None."""
+    code = getattr(_driver_error(exc), "pgcode", None) or ""
+    message = _first_line(exc)
+    if code.startswith(PERMANENT_CLASSES) or PERMANENT_MESSAGES.search(_CONNECTION_PREFIX.sub("", message)):
+        return _CONNECTION_PREFIX.sub("", message)
+    return None
 
 
 @contextmanager
@@ -113,16 +207,67 @@ class Database(PostgresqlDatabase):
             )
         return name
 
-    def run_prepared(self, name: str, params: tuple) -> Any:
-        """Execute a statement registered with `prepare`; its cursor."""
+    def run_prepared(self, name: str, params: tuple, *, read: bool = False) -> Any:
+        """Execute a statement registered with `prepare`; its cursor. `read`: see `execute_sql`."""
         prepare, execute = self._statements[name]
-        state = self._thread_state
-        if state.closed:
-            self.connect()
-        if name not in state.prepared:
-            self.execute_sql(prepare)
-            state.prepared.add(name)
-        return self.execute_sql(execute, params)
+
+        def attempt() -> Any:
+            state = self._thread_state
+            if state.closed:
+                self.connect()
+            if name not in state.prepared:
+                super(Database, self).execute_sql(prepare)
+                state.prepared.add(name)
+            return super(Database, self).execute_sql(execute, params)
+
+        return self._run(attempt, read)
+
+    def execute_sql(self, sql: str, params: Any = None, *, read: bool = False) -> Any:
+        """Run one statement; its cursor.
+
+        `read`: the statement only reads (a SELECT). When its connection turns out to be
+        dead, it runs once more on a new one. A write never does: a connection that dies
+        after the write was sent may have died after the COMMIT, so running it again could
+        apply it twice; the client gets the 503 and decides (a retried create meets the
+        unique index and answers 409).
+        """
+        return self._run(lambda: super(Database, self).execute_sql(sql, params), read)
+
+    def _run(self, attempt: Callable[[], Any], read: bool) -> Any:
+        self._drop_if_server_left()
+        was_open = not self._connection_lost()
+        if not was_open:
+            self.connect()  # here, not inside peewee's error wrapper, which would rewrap Misconfigured
+        try:
+            return attempt()
+        except (OperationalError, InterfaceError) as exc:
+            failed = STATEMENT_FAILURES.get(getattr(_driver_error(exc), "pgcode", None) or "")
+            if failed and not self._connection_lost():
+                raise StatementFailed(failed, _first_line(exc)) from exc
+            # Only a connection that was open and died is worth one more try; a failed connect is an outage.
+            if not (read and was_open and self._connection_lost()):
+                raise
+        self.discard()
+        return attempt()
+
+    def _connection_lost(self) -> bool:
+        conn = self._thread_state.conn
+        return self._thread_state.closed or conn is None or conn.closed != 0
+
+    def _drop_if_server_left(self) -> None:
+        """Replace this thread's idle connection if the server has already closed it.
+
+        After a database restart each idle connection holds the server's goodbye (or just
+        end-of-file) unread; libpq finds it without sending anything, so the statement about
+        to run, read or write, goes to a new connection instead of failing.
+        """
+        conn = self._thread_state.conn
+        if conn is None or conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
+            return
+        try:
+            conn.poll()
+        except psycopg2.Error:
+            self.discard()
 
     def _initialize_connection(self, conn: Any) -> None:
         # Runs under peewee's connect lock, which every thread of the process shares: no
@@ -144,8 +289,11 @@ class Database(PostgresqlDatabase):
     def connect(self, reuse_if_open: bool = False) -> bool:
         try:
             return super().connect(reuse_if_open)
-        except BaseException:
+        except BaseException as exc:
             self._thread_state.reset()  # the half-set-up connection is closed; the next query starts over
+            cause = misconfiguration(exc)
+            if cause is not None:
+                raise Misconfigured(cause) from exc
             raise
 
     def discard(self) -> None:
@@ -161,7 +309,7 @@ class Database(PostgresqlDatabase):
         return self._state  # type: ignore[attr-defined]
 
     def ping(self) -> None:
-        self.execute_sql("SELECT 1")
+        self.execute_sql("SELECT 1", read=True)
 
     def current_schema_version(self) -> int:
         with self.connection().cursor() as cursor:

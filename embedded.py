@@ -60,17 +60,21 @@ def expected_url(data_dir: Path, database: str = DATABASE) -> str:
     return running_url(data_dir, database) or _uri(data_dir.resolve(), database)
 
 
-def start(data_dir: Path, database: str = DATABASE) -> str:
-    """Initialise (first time) and start the server if needed; make sure `database` exists."""
+def start(data_dir: Path, database: str = DATABASE) -> tuple[str, bool]:
+    """Initialise (first time) and start the server if needed; make sure `database` exists.
+
+    Its URL, and whether this call started it (False: it was found running).
+    """
     from database import ensure_database
 
     library, _ = _library()
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = running_url(data_dir) is None
     server = library.get_server(data_dir, cleanup_mode=None)
     if ensure_database(server.get_uri("postgres"), database):
         log.info("created database %s in the embedded PostgreSQL", database)
-    return _uri(server.get_postmaster_info().socket_dir, database)
+    return _uri(server.get_postmaster_info().socket_dir, database), started
 
 
 def stop(data_dir: Path) -> bool:

@@ -5,6 +5,7 @@ after the fork, so no database connection is ever shared between processes.
 """
 
 import logging
+import signal
 import sys
 
 import gunicorn.util
@@ -54,17 +55,32 @@ def _route_app_logs(log):
     app_log.propagate = False
 
 
+def _interrupt_stops_gracefully(server):
+    """Ctrl-C stops like SIGTERM. A terminal sends SIGINT to the master and every worker at
+    once; gunicorn takes it for a quick stop, so the master SIGQUITs workers already exiting
+    on their own SIGINT, and a worker's exit handler re-entered by the second signal can hang
+    until the master SIGKILLs it after GRACEFUL_TIMEOUT. A second Ctrl-C still forces
+    gunicorn's quick stop."""
+    server.handle_int = server.handle_term
+
+
 def on_starting(server):
     """In the master, before any worker: start the embedded PostgreSQL when no DATABASE_URL is set,
     and say once whether the schema is what this code needs."""
     _route_app_logs(server.log)
+    _interrupt_stops_gracefully(server)
     if _settings.uses_embedded_database:
         try:
-            url = embedded.start(_settings.embedded_pg_dir)
+            url, started = embedded.start(_settings.embedded_pg_dir)
         except Exception as exc:  # serve anyway: data routes answer 503 until a database is there
             server.log.error("could not start the embedded PostgreSQL in %s: %s", _settings.embedded_pg_dir, exc)
             return
-        server.log.info("database: embedded PostgreSQL (data in %s) at %s", _settings.embedded_pg_dir, database.describe(url))
+        server.log.info(
+            "database: embedded PostgreSQL (data in %s) %s, at %s",
+            _settings.embedded_pg_dir,
+            "started now (it keeps running after gunicorn stops)" if started else "found running",
+            database.describe(url),
+        )
     else:
         url = _settings.database_url
         server.log.info("database: %s (from DATABASE_URL)", database.describe(url))
@@ -77,6 +93,9 @@ def _check_schema(log, url):
     try:
         with db.connection_context():
             found = db.current_schema_version()
+    except database.Misconfigured as exc:
+        log.error("the database refuses this configuration: %s; data routes and /readyz answer 503 until it is fixed", exc.cause)
+        return
     except database.OperationalError as exc:
         log.warning("database not reachable at start (data routes answer 503 until it is): %s", problems.first_line(exc))
         return
@@ -87,6 +106,9 @@ def _check_schema(log, url):
 
 def post_worker_init(worker):
     _route_app_logs(worker.log)
+    # The worker's half of Ctrl-C (see _interrupt_stops_gracefully): finish in-flight requests, then exit.
+    signal.signal(signal.SIGINT, worker.handle_exit)
+    signal.siginterrupt(signal.SIGINT, False)
     worker.log.info(
         "worker %s ready: %s threads, statement timeout %s ms, connections opened per thread on first use",
         worker.pid,

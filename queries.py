@@ -1,6 +1,8 @@
 """Every query the request path runs, on the `Database` the store is given.
 
-The resources call a `UserStore` only; a reviewer finds every SQL shape here.
+The resources call a `UserStore` only; a reviewer finds every SQL shape here. Each
+statement that only reads says so (`read=True`): the database may then run it again on a
+new connection when its connection turns out to be dead (see `Database.execute_sql`).
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ class UserStore:
             # Byte order ("C" collation): names starting with the prefix are those from the prefix
             # up to (not including) the prefix with its last character's successor.
             upper = username_prefix[:-1] + chr(ord(username_prefix[-1]) + 1)
-            cursor = self.db.execute_sql(self._list_by_prefix_sql, (after or 0, username_prefix, upper, limit))
+            cursor = self.db.execute_sql(self._list_by_prefix_sql, (after or 0, username_prefix, upper, limit), read=True)
         else:
-            cursor = self.db.run_prepared(self._list, (after or 0, limit))
+            cursor = self.db.run_prepared(self._list, (after or 0, limit), read=True)
         return [dict(zip(PUBLIC_NAMES, row)) for row in cursor.fetchall()]
 
     def get(self, user_id: int) -> tuple[dict[str, Any], int] | None:
         """The user's public fields and version, or None."""
-        row = self.db.run_prepared(self._get, (user_id,)).fetchone()
+        row = self.db.run_prepared(self._get, (user_id,), read=True).fetchone()
         return None if row is None else _user(row)
 
     def create(self, fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -91,10 +93,10 @@ class UserStore:
         return self.db.execute(query).rowcount > 0
 
     def exists(self, user_id: int) -> bool:
-        return self.db.execute_sql(self._exists_sql, (user_id,)).fetchone() is not None
+        return self.db.execute_sql(self._exists_sql, (user_id,), read=True).fetchone() is not None
 
     def count(self) -> int:
-        return self.db.execute_sql("SELECT count(*) FROM users").fetchone()[0]
+        return self.db.execute_sql("SELECT count(*) FROM users", read=True).fetchone()[0]
 
 
 def _user(row: tuple) -> tuple[dict[str, Any], int]:

@@ -76,7 +76,7 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
     if not raw.startswith(("postgres://", "postgresql://")):
         raise SettingsError(f"{name} must be a postgresql:// URL")
     try:
-        database.parse_url(raw)
+        database.check_url(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} is not a valid PostgreSQL URL: {exc}") from None
     return raw

@@ -6,7 +6,7 @@ import argparse
 import time
 
 import embedded
-from database import Database, OperationalError, describe
+from database import Database, Misconfigured, OperationalError, describe
 from problems import first_line
 from settings import Settings, SettingsError, load_settings
 
@@ -22,14 +22,14 @@ def add_wait_option(parser: argparse.ArgumentParser) -> None:
 
 
 def connect(wait_seconds: float) -> tuple[Settings, Database]:
-    """The settings and the database, once it answers; exit with one line if it never does."""
+    """The settings and the database, once it answers; exit with one line if it never does, or refuses the configuration."""
     try:
         settings = load_settings()
     except SettingsError as exc:
         raise SystemExit(f"error: configuration: {exc}") from None
     if settings.uses_embedded_database:
         try:
-            url = embedded.start(settings.embedded_pg_dir)
+            url, _ = embedded.start(settings.embedded_pg_dir)
         except Exception as exc:
             raise SystemExit(f"error: could not start the embedded PostgreSQL in {settings.embedded_pg_dir}: {exc}") from None
     else:
@@ -40,6 +40,8 @@ def connect(wait_seconds: float) -> tuple[Settings, Database]:
         try:
             db.ping()
             return settings, db
+        except Misconfigured as exc:  # waiting cannot heal it: say so now
+            raise SystemExit(f"error: database {describe(url)} refuses this configuration: {exc.cause}") from None
         except OperationalError as exc:
             db.discard()
             if time.monotonic() >= deadline:

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         raise SystemExit(f"error: configuration: {exc}") from None
     if args.action == "start":
-        print(f"embedded PostgreSQL running at {embedded.start(data_dir)}")
+        url, started = embedded.start(data_dir)
+        print(f"embedded PostgreSQL {'started' if started else 'already running'} at {url}")
     elif args.action == "stop":
         print("stopped" if embedded.stop(data_dir) else "not running")
     else:

@@ -48,7 +48,7 @@ def embedded_server():
     base.chmod(0o755)  # the server may run as its own system user
     data_dir = base / "data"
     try:
-        url = embedded.start(data_dir, database="postgres")
+        url, _ = embedded.start(data_dir, database="postgres")
         yield data_dir, url
     finally:
         embedded.stop(data_dir)
