@@ -13,6 +13,7 @@ will not help), `StatementFailed` (this statement failed, the connection is fine
 from __future__ import annotations
 
 import re
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,9 +217,9 @@ class Database(PostgresqlDatabase):
             if state.closed:
                 self.connect()
             if name not in state.prepared:
-                super(Database, self).execute_sql(prepare)
+                self.send(prepare)
                 state.prepared.add(name)
-            return super(Database, self).execute_sql(execute, params)
+            return self.send(execute, params)
 
         return self._run(attempt, read)
 
@@ -231,7 +232,16 @@ class Database(PostgresqlDatabase):
         apply it twice; the client gets the 503 and decides (a retried create meets the
         unique index and answers 409).
         """
-        return self._run(lambda: super(Database, self).execute_sql(sql, params), read)
+        return self._run(lambda: self.send(sql, params), read)
+
+    def send(self, sql: str, params: Any = None) -> Any:
+        """One statement on this thread's connection, as it is: no check, no second try."""
+        return super().execute_sql(sql, params)
+
+    def execute(self, query: Any, *, read: bool = False, **context_options: Any) -> Any:
+        """Run a peewee query; `read`: see `execute_sql`."""
+        sql, params = self.get_sql_context(**context_options).sql(query).query()
+        return self.execute_sql(sql, params, read=read)
 
     def _run(self, attempt: Callable[[], Any], read: bool) -> Any:
         self._drop_if_server_left()
@@ -258,15 +268,16 @@ class Database(PostgresqlDatabase):
         """Replace this thread's idle connection if the server has already closed it.
 
         After a database restart each idle connection holds the server's goodbye (or just
-        end-of-file) unread; libpq finds it without sending anything, so the statement about
-        to run, read or write, goes to a new connection instead of failing.
+        end-of-file) unread. An idle connection is otherwise sent nothing (this service
+        LISTENs to nothing), so anything to read means the server left: the statement about
+        to run, read or write, goes to a new connection instead of failing, and nothing was sent.
         """
         conn = self._thread_state.conn
         if conn is None or conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
             return
-        try:
-            conn.poll()
-        except psycopg2.Error:
+        readable = select.poll()
+        readable.register(conn.fileno(), select.POLLIN)
+        if readable.poll(0):
             self.discard()
 
     def _initialize_connection(self, conn: Any) -> None:

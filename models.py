@@ -8,7 +8,7 @@ takes a field here and a migration there.
 
 from __future__ import annotations
 
-from peewee import BigAutoField, CharField, Field, IntegerField, Model
+from peewee import BigAutoField, BigIntegerField, CharField, Field, Model
 from playhouse.postgres_ext import DateTimeTZField
 
 MAX_ID = 2**63 - 1  # ids are bigint keys
@@ -22,10 +22,22 @@ class User(Model):
         collation='"C"',
         help_text="Lowercase letters, digits, '_', '.' and '-'; starts with a letter or digit.",
     )
-    email = CharField(max_length=254, null=True, help_text="An email address, unique (ignoring case) when present; null clears it.")
-    full_name = CharField(max_length=200, null=True, help_text="Any printable text; null clears it.")
+    # Unique as an address: Unicode NFC, then lower case (migrations/0004); stored in NFC.
+    email = CharField(
+        max_length=254,
+        null=True,
+        help_text="An email address, unique when present (spellings equal after Unicode NFC and lower-casing are one address); "
+        "stored in NFC; null clears it.",
+    )
+    full_name = CharField(
+        max_length=200,
+        null=True,
+        help_text="A display name: any text but control characters, line or paragraph separators and invisible format characters "
+        "(bidirectional overrides, zero-width spaces, ...); U+200C and U+200D, which scripts and emoji sequences need, are allowed. "
+        "null clears it.",
+    )
     # Bumped by every update; the ETag. Defaults (here and for the times) are the database's own.
-    version = IntegerField()
+    version = BigIntegerField()
     created_at = DateTimeTZField()
     updated_at = DateTimeTZField()
 
@@ -34,7 +46,7 @@ class User(Model):
         public = ("id", "username", "email", "full_name", "created_at", "updated_at")
         writable = ("username", "email", "full_name")
         # The unique indexes (made in migrations/) and the field each protects, to name it in a 409.
-        unique_indexes = {"users_username": "username", "users_email_lower": "email"}
+        unique_indexes = {"users_username": "username", "users_email_same_address": "email"}
 
 
 def public_names(model: type[Model]) -> tuple[str, ...]:

@@ -7,13 +7,14 @@ new connection when its connection turns out to be dead (see `Database.execute_s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import unicodedata
 from typing import Any
 
 from peewee import SQL, IntegrityError, Query, fn
 
 from database import Database
 from models import User, public_fields, unique_index_fields, writable_fields, writable_names
+from preconditions import Versions
 
 PUBLIC = public_fields(User)
 PUBLIC_NAMES = tuple(field.name for field in PUBLIC)
@@ -70,33 +71,48 @@ class UserStore:
     def create(self, fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
         # One statement in autocommit mode is its own transaction: no BEGIN/COMMIT round trips.
         try:
-            cursor = self.db.execute_sql(self._insert_sql, tuple(fields.get(name) for name in self._insert_order))
+            stored = _stored(fields)
+            cursor = self.db.execute_sql(self._insert_sql, tuple(stored.get(name) for name in self._insert_order))
         except IntegrityError as exc:
             raise Conflict(_conflicting_field(exc)) from exc
         return _user(cursor.fetchone())
 
-    def update(self, user_id: int, fields: dict[str, Any], if_match: Iterable[int] | None) -> tuple[dict[str, Any], int] | None:
-        """Apply `fields`; `if_match` (versions) is checked in the same statement. None: no row matched."""
-        query = User.update(**fields, version=User.version + 1, updated_at=fn.now()).where(User.id == user_id)
-        if if_match is not None:
-            query = query.where(User.version.in_(list(if_match)))
+    def update(self, user_id: int, fields: dict[str, Any], versions: Versions) -> tuple[dict[str, Any], int] | None:
+        """Apply `fields`; `versions` (If-Match, If-None-Match) are checked in the same statement.
+        None: no row matched. No fields: nothing is written (RFC 7396: `{}` changes nothing)."""
+        if not fields:
+            query = _versioned(User.select(*PUBLIC, User.version).where(User.id == user_id), versions)
+            row = self.db.execute(query, read=True).fetchone()
+            return None if row is None else _user(row)
+        query = User.update(**_stored(fields), version=User.version + 1, updated_at=fn.now()).where(User.id == user_id)
         try:
-            row = self.db.execute(query.returning(*PUBLIC, User.version)).fetchone()
+            row = self.db.execute(_versioned(query, versions).returning(*PUBLIC, User.version)).fetchone()
         except IntegrityError as exc:
             raise Conflict(_conflicting_field(exc)) from exc
         return None if row is None else _user(row)
 
-    def delete(self, user_id: int, if_match: Iterable[int] | None) -> bool:
-        query = User.delete().where(User.id == user_id)
-        if if_match is not None:
-            query = query.where(User.version.in_(list(if_match)))
-        return self.db.execute(query).rowcount > 0
+    def delete(self, user_id: int, versions: Versions) -> bool:
+        return self.db.execute(_versioned(User.delete().where(User.id == user_id), versions)).rowcount > 0
 
     def exists(self, user_id: int) -> bool:
         return self.db.execute_sql(self._exists_sql, (user_id,), read=True).fetchone() is not None
 
     def count(self) -> int:
         return self.db.execute_sql("SELECT count(*) FROM users", read=True).fetchone()[0]
+
+
+def _versioned(query: Any, versions: Versions) -> Any:
+    if versions.allowed is not None:
+        query = query.where(User.version.in_(versions.allowed))
+    if versions.excluded:
+        query = query.where(User.version.not_in(versions.excluded))
+    return query
+
+
+def _stored(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields as stored: an email in Unicode NFC, the form its uniqueness rule compares (see models.User.email)."""
+    email = fields.get("email")
+    return {**fields, "email": unicodedata.normalize("NFC", email)} if email else fields
 
 
 def _user(row: tuple) -> tuple[dict[str, Any], int]:

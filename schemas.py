@@ -7,6 +7,8 @@ what it documents cannot drift apart.
 from __future__ import annotations
 
 import re
+import sys
+import unicodedata
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -23,8 +25,33 @@ USERNAME_PREFIX_PATTERN = rf"^[a-z0-9_.-]{{1,{USERNAME_MAX}}}$"
 # loose enough for real addresses; delivery is the only true check.
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$"
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
-# What a client may write in each text field; any other text field takes printable text.
-PATTERNS = {"username": USERNAME_PATTERN, "email": EMAIL_PATTERN}
+# A display name may not hold what renders as nothing or reorders what follows: controls (Cc),
+# format characters (Cf: bidirectional overrides such as U+202E, zero-width spaces, tags),
+# line and paragraph separators (Zl, Zp). (Lone surrogates never get here: the JSON parser
+# refuses them.) Two format characters
+# stay: ZERO WIDTH NON-JOINER and ZERO WIDTH JOINER, which Persian and Indic spelling and
+# emoji sequences (U+1F469 U+200D U+1F4BB) need.
+DISPLAY_NAME_KEEPS = {"\u200c", "\u200d"}
+DISPLAY_NAME_REFUSES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def _refused_ranges(categories: tuple[str, ...], keep: set[str]) -> str:
+    """A regex character-class body of every code point in `categories` (this Python's Unicode) but `keep`."""
+    points = [p for p in range(sys.maxunicode + 1) if unicodedata.category(chr(p)) in categories and chr(p) not in keep]
+    ranges: list[list[int]] = []
+    for point in points:
+        if ranges and ranges[-1][1] == point - 1:
+            ranges[-1][1] = point
+        else:
+            ranges.append([point, point])
+    # \uXXXX reads the same in Python and ECMA-262; beyond the BMP the character itself does.
+    escape = lambda p: f"\\u{p:04x}" if p <= 0xFFFF else chr(p)  # noqa: E731
+    return "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}" for a, b in ranges)
+
+
+DISPLAY_NAME_PATTERN = f"^[^{_refused_ranges(DISPLAY_NAME_REFUSES, DISPLAY_NAME_KEEPS)}]*$"
+# What a client may write in each text field; any other text field takes text without control characters.
+PATTERNS = {"username": USERNAME_PATTERN, "email": EMAIL_PATTERN, "full_name": DISPLAY_NAME_PATTERN}
 
 
 def _json_type(field: Field) -> dict[str, Any]:
@@ -61,10 +88,10 @@ USER_CREATE: dict[str, Any] = {
     "required": [field.name for field in writable_fields(User) if required_on_create(field)],
     "additionalProperties": False,
 }
+# {} is a valid merge patch that changes nothing (RFC 7396).
 USER_UPDATE: dict[str, Any] = {
     "type": "object",
     "properties": _WRITABLE,
-    "minProperties": 1,
     "additionalProperties": False,
 }
 USER: dict[str, Any] = {
@@ -98,12 +125,12 @@ _MESSAGES: dict[str, Callable[[ValidationError], str]] = {
     "maxLength": lambda e: f"must be at most {e.validator_value} characters",
     "minLength": lambda e: f"must be at least {e.validator_value} character(s)",
     "pattern": lambda e: _PATTERN_MESSAGES.get(e.validator_value, "has characters that are not allowed"),
-    "minProperties": lambda e: "give at least one field to change",
 }
 _PATTERN_MESSAGES: dict[str, str] = {
     USERNAME_PATTERN: "use lowercase letters, digits, '_', '.' or '-', starting with a letter or digit",
     EMAIL_PATTERN: "must be an email address such as name@example.org",
     NO_CONTROL_CHARACTERS: "must not contain control characters",
+    DISPLAY_NAME_PATTERN: "must not contain control, invisible format or line-separator characters",
 }
 
 

@@ -79,11 +79,11 @@ def test_unexpected_errors_are_500_problems_without_details(settings, caplog, er
 
         failures = 1
 
-        def run_prepared(self, name, params):
+        def run_prepared(self, name, params, **options):
             if self.failures:
                 self.failures -= 1
                 raise error
-            return super().run_prepared(name, params)
+            return super().run_prepared(name, params, **options)
 
     db = FailingOnce(settings.database_url, schema_version=migrations.latest())
     client = testing.TestClient(create_app(settings, db))

@@ -125,9 +125,10 @@ FULL_NAME_CASES = [
     ("😀" * 201, 422),  # 4-byte, outside the BMP
     ("e\u0301" * 100, 201),
     ("e\u0301" * 100 + "e", 422),  # combining marks count as characters
-    ("\u202egnp.exe", 201),  # right-to-left override
-    ("a\u200db\u200cc\ufeff", 201),  # zero-width joiner, non-joiner, BOM inside
-    ("line\u2028sep\u2029para", 201),  # JSON-legal, JavaScript-hostile separators
+    ("\u202egnp.exe", 422),  # right-to-left override: renders as "exe.png"
+    ("a\u200db\u200cc", 201),  # zero-width joiner and non-joiner: emoji sequences and scripts need them
+    ("a\u200db\u200cc\ufeff", 422),  # a BOM (zero-width no-break space) inside
+    ("line\u2028sep\u2029para", 422),  # JSON-legal, JavaScript-hostile separators
     ("\uffff\U0010ffff\ufdd0", 201),  # noncharacters are still characters
     ("👩‍👩‍👧‍👦" * 28, 201),  # ZWJ sequences: 7 code points each, 196
     ("", 201),

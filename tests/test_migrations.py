@@ -82,7 +82,7 @@ def test_the_model_matches_the_migrated_table(empty_db):
     """A field added to the model without a migration (or the reverse) fails here."""
     migrations.apply(empty_db, **QUIET)
     columns = {name: (kind, length, nullable) for name, kind, length, nullable, _, _ in catalog(empty_db)["columns"]}
-    types = {"BIGAUTO": "bigint", "VARCHAR": "character varying", "INT": "integer", "TIMESTAMPTZ": "timestamp with time zone"}
+    types = {"BIGAUTO": "bigint", "BIGINT": "bigint", "VARCHAR": "character varying", "TIMESTAMPTZ": "timestamp with time zone"}
     expected = {
         field.column_name: (types[field.field_type], getattr(field, "max_length", None), "YES" if field.null else "NO")
         for field in User._meta.sorted_fields

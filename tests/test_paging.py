@@ -184,9 +184,9 @@ class RecordingDatabase(Database):
         super().__init__(*args, **kwargs)
         self.statements: list[tuple[str, tuple]] = []
 
-    def execute_sql(self, sql, params=None, *args, **kwargs):
+    def send(self, sql, params=None):
         self.statements.append((sql, tuple(params or ())))
-        return super().execute_sql(sql, params, *args, **kwargs)
+        return super().send(sql, params)
 
 
 def list_query_plans(settings, query_string: str) -> list[dict]:

@@ -37,6 +37,10 @@ def test_values_come_from_the_environment():
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is outside 1..256"),
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL must be a postgresql:// URL"),
         ({"DATABASE_URL": "postgresql://x/y?nonsense=1"}, "DATABASE_URL is not a valid PostgreSQL URL"),
+        # Values libpq would refuse on every connection attempt: refused at start, not retried forever.
+        ({"DATABASE_URL": "postgresql://x@db:99999/y"}, 'DATABASE_URL is not a valid PostgreSQL URL: invalid port number: "99999"'),
+        ({"DATABASE_URL": "postgresql://x@db/y?port=abc"}, "DATABASE_URL is not a valid PostgreSQL URL: invalid integer value"),
+        ({"DATABASE_URL": "postgresql://x@db/y?sslmode=bogus"}, "DATABASE_URL is not a valid PostgreSQL URL: invalid sslmode value"),
         ({"STATEMENT_TIMEOUT_MS": "30000", "WORKER_TIMEOUT": "30"}, "STATEMENT_TIMEOUT_MS=30000 must be below WORKER_TIMEOUT"),
         ({"PAGE_DEFAULT": "500", "PAGE_MAX": "100"}, "PAGE_DEFAULT=500 must not exceed PAGE_MAX=100"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of"),
@@ -45,6 +49,7 @@ def test_values_come_from_the_environment():
     ],
 )
 def test_a_bad_value_names_the_variable(env, message):
+    # One line: an entry point prints it as it is.
     with pytest.raises(SettingsError, match="^" + message.replace("?", r"\?").replace(".", r"\.")):
         load_settings(env)
 
@@ -52,3 +57,16 @@ def test_a_bad_value_names_the_variable(env, message):
 def test_without_the_embedded_database_a_url_is_enough():
     settings = load_settings({"EMBEDDED_DATABASE": "false", "DATABASE_URL": "postgresql://app@db/orgapi"})
     assert not settings.uses_embedded_database
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:secret@db.example.org:5432/orgapi?sslmode=require",
+        "postgresql://app@/orgapi?host=/var/run/postgresql",
+        "postgresql://app@[::1]:5433/orgapi",
+        "postgresql://app@db1:5432,db2:5433/orgapi?target_session_attrs=read-write",
+    ],
+)
+def test_a_valid_url_is_accepted_without_connecting(url):
+    assert load_settings({"DATABASE_URL": url}).database_url == url

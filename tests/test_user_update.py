@@ -43,10 +43,21 @@ def test_patch_null_clears_email_and_full_name(client, make_user):
     assert (updated["email"], updated["full_name"], updated["username"]) == (None, None, "amy")
 
 
+def test_an_empty_merge_patch_changes_nothing(client, make_user):
+    # RFC 7396: {} is a patch with no changes; the answer is the user as it is, version and all.
+    user = make_user("amy", full_name="Amy")
+    before = client.simulate_get(f"/users/{user['id']}")
+    for content_type in ("application/json", "application/merge-patch+json"):
+        result = patch_json(client, user["id"], {}, content_type=content_type)
+        assert assert_user(result) == before.json
+        assert result.headers["etag"] == before.headers["etag"] == '"1"'
+    assert_problem(patch_json(client, user["id"], {}, **{"If-Match": '"2"'}), 412)
+    assert_problem(patch_json(client, 999, {}), 404)
+
+
 @pytest.mark.parametrize(
     ("document", "fields"),
     [
-        ({}, {"(body)"}),
         ({"username": None}, {"username"}),
         ({"username": "Amy"}, {"username"}),
         ({"username": "a" * 33}, {"username"}),
