@@ -12,6 +12,7 @@ from openapi import build_document
 from queries import UserStore
 from resources import (
     BodyReader,
+    CollapseEmptySegments,
     Health,
     OpenAPIDocument,
     Ready,
@@ -40,7 +41,7 @@ def create_app(settings: Settings, db: Database | None = None) -> falcon.App:
     """Build the app on `db` (by default the one `settings` name). Opens no connection."""
     db = db or service_database(settings)
     users = UserStore(db)
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app = falcon.App(media_type=falcon.MEDIA_JSON, middleware=[CollapseEmptySegments()])
     app.req_options.strip_url_path_trailing_slash = True
     app.router_options.converters["user_id"] = UserIdConverter
     problems.install(app, db)

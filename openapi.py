@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from models import MAX_ID
+from preconditions import ETAG_LIST_PATTERN
 from schemas import PROBLEM, USER, USER_CREATE, USER_UPDATE, USERNAME_PREFIX_PATTERN
 from settings import Settings
 
@@ -44,14 +45,15 @@ def _json_body(schema: str) -> dict[str, Any]:
 
 
 UNAVAILABLE = _problem(
-    "The database is unavailable; retry after the given seconds.",
+    "The database is unavailable, or gave up on this request (statement timeout, deadlock, serialization failure): "
+    "retry after the given seconds. Without Retry-After: the database refuses the service's configuration; retrying will not help.",
     {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}},
 )
 COMMON = {"503": UNAVAILABLE, "default": _problem("Any other error, as problem details.")}
 BAD_BODY = {
-    "400": _problem("The body is empty or not valid JSON."),
+    "400": _problem("The body is empty, not valid JSON, or repeats a key in an object."),
     "413": _problem("The body is larger than the configured limit."),
-    "415": _problem("The body is not application/json."),
+    "415": _problem("The body is not application/json (PATCH also takes application/merge-patch+json)."),
     "422": _problem("A field is missing, unknown or invalid; `errors` names each one."),
 }
 USER_ID = {
@@ -61,13 +63,36 @@ USER_ID = {
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     "description": "A user's id; anything else is a 404.",
 }
-IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": "Apply only if the user's current ETag is one of these; otherwise 412.",
+
+
+def _condition(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": ETAG_LIST_PATTERN},
+        "description": description + ' A value that is not "*" or a list of entity tags is a 400.',
+    }
+
+
+# RFC 9110 §13, on every method of /users and /users/{user_id}.
+CONDITIONS = [
+    _condition(
+        "If-Match",
+        'Go ahead only if the current ETag is one of these (strong comparison: W/"1" and "01" never match "1"), '
+        'or, for "*", if the resource exists; otherwise 412. The collection /users has no ETag: only "*" matches it.',
+    ),
+    _condition(
+        "If-None-Match",
+        'Go ahead only if the current ETag is none of these (weak comparison), or, for "*", if the resource does not exist; '
+        "otherwise 304 for GET and HEAD, 412 for other methods.",
+    ),
+]
+CONDITION_FAILED = {
+    "400": _problem("A malformed If-Match or If-None-Match (or, for the collection, a query parameter)."),
+    "412": _problem("If-Match or If-None-Match does not hold for the current state."),
 }
+NOT_MODIFIED = {"304": {"description": "If-None-Match matched the current ETag (or is * on an existing resource)."}}
 
 
 def build_document(settings: Settings) -> dict[str, Any]:
@@ -84,6 +109,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "listUsers",
                     "summary": "A page of users in id order (keyset pagination).",
                     "parameters": [
+                        *CONDITIONS,
                         {
                             "name": "limit",
                             "in": "query",
@@ -108,18 +134,21 @@ def build_document(settings: Settings) -> dict[str, Any]:
                             "headers": {"Link": {"schema": {"type": "string"}}},
                             "content": {"application/json": {"schema": {"type": "array", "items": _ref("User")}}},
                         },
-                        "400": _problem("A query parameter is unknown or out of range."),
+                        **NOT_MODIFIED,
+                        **CONDITION_FAILED,
                         **COMMON,
                     },
                 },
                 "post": {
                     "operationId": "createUser",
                     "summary": "Create a user.",
+                    "parameters": CONDITIONS,
                     "requestBody": _json_body("UserCreate"),
                     "responses": {
                         "201": _user("Created.", {"Location": {"schema": {"type": "string"}}}),
                         **BAD_BODY,
-                        "409": _problem("The username or email is taken."),
+                        "409": _problem("The username or email is taken (emails compare after Unicode NFC and lower-casing)."),
+                        "412": CONDITION_FAILED["412"],
                         **COMMON,
                     },
                 },
@@ -129,38 +158,37 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "getUser",
                     "summary": "One user.",
-                    "parameters": [
-                        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
-                    ],
+                    "parameters": CONDITIONS,
                     "responses": {
                         "200": _user("The user."),
-                        "304": {"description": "The user still matches If-None-Match."},
-                        "404": _problem("No such user."),
+                        **NOT_MODIFIED,
+                        **CONDITION_FAILED,
+                        "404": _problem("No such user (whatever the conditions)."),
                         **COMMON,
                     },
                 },
                 "patch": {
                     "operationId": "updateUser",
-                    "summary": "Change the given fields (JSON merge patch: null clears email or full_name).",
-                    "parameters": [IF_MATCH],
+                    "summary": "Change the given fields (JSON merge patch: null clears email or full_name; {} changes nothing).",
+                    "parameters": CONDITIONS,
                     "requestBody": _json_body("UserUpdate"),
                     "responses": {
-                        "200": _user("The updated user."),
+                        "200": _user("The updated user (unchanged, same ETag, for {})."),
                         **BAD_BODY,
                         "404": _problem("No such user."),
-                        "409": _problem("The username or email is taken."),
-                        "412": _problem("If-Match does not match the user's current ETag."),
+                        "409": _problem("The username or email is taken (emails compare after Unicode NFC and lower-casing)."),
+                        **CONDITION_FAILED,
                         **COMMON,
                     },
                 },
                 "delete": {
                     "operationId": "deleteUser",
                     "summary": "Delete a user.",
-                    "parameters": [IF_MATCH],
+                    "parameters": CONDITIONS,
                     "responses": {
                         "204": {"description": "Deleted."},
                         "404": _problem("No such user."),
-                        "412": _problem("If-Match does not match the user's current ETag."),
+                        **CONDITION_FAILED,
                         **COMMON,
                     },
                 },

@@ -17,9 +17,13 @@ import falcon
 from problems import Problem
 
 ANY = "*"
-# Header values arrive decoded as latin-1: obs-text is \x80-\xff.
-ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
-LIST_ITEM_SEPARATOR = re.compile(r"[ \t]*,[ \t]*")
+# RFC 9110: `"*" / #entity-tag`, entity-tag = [ W/ ] DQUOTE *etagc DQUOTE. Header values
+# arrive decoded as latin-1, so obs-text is \x80-\xff. A list may hold empty elements (§5.6.1).
+_TAG = r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"'
+_ELEMENT = rf"[ \t]*(?:{_TAG}[ \t]*)?"
+ETAG_LIST_PATTERN = rf"^(\*|{_ELEMENT}(,{_ELEMENT})*)$"
+_ETAG_LIST = re.compile(ETAG_LIST_PATTERN[:-1] + r"\Z")
+_EACH_TAG = re.compile(_TAG)
 # This service's ETags are a version: a bigint in plain digits.
 VERSION = re.compile(r"[1-9][0-9]{0,18}")
 MAX_VERSION = 2**63 - 1
@@ -33,17 +37,11 @@ def _parse(req: falcon.Request, name: str) -> str | Tags | None:
     if raw is None:
         return None
     raw = raw.strip(" \t")
+    if _ETAG_LIST.match(raw) is None:
+        raise Problem(falcon.HTTP_400, f'{name} must be "*" or a list of entity tags such as "1" or W/"1".')
     if raw == ANY:
         return ANY
-    tags: Tags = []
-    for item in LIST_ITEM_SEPARATOR.split(raw):
-        if not item:  # RFC 9110 §5.6.1: empty list elements are allowed and ignored
-            continue
-        match = ENTITY_TAG.fullmatch(item)
-        if match is None:
-            raise Problem(falcon.HTTP_400, f'{name} must be "*" or a list of entity tags such as "1" or W/"1".')
-        tags.append((match[1] is not None, match[2]))
-    return tags
+    return [(weak == "W/", opaque) for weak, opaque in _EACH_TAG.findall(raw)]
 
 
 @dataclass(frozen=True)

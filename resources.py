@@ -23,6 +23,7 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 LIST_PARAMS = frozenset(("limit", "after", "username_prefix"))
 DIGITS = re.compile(r"[0-9]{1,19}")
+EMPTY_SEGMENTS = re.compile(r"//+")
 USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 # A body is a flat object; this much nesting is far past any valid one.
 MAX_NESTING = 32
@@ -125,6 +126,15 @@ def _whole_number(req: falcon.Request, name: str, minimum: int, maximum: int, de
     return int(raw)
 
 
+class CollapseEmptySegments:
+    """ "//users" and "/users//1" are "/users" and "/users/1" on every route (routing otherwise
+    took "//users" but not "/users//1"); links are built from the route, never from the request's path."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if "//" in req.path:
+            req.path = EMPTY_SEGMENTS.sub("/", req.path)
+
+
 class UserIdConverter(BaseConverter):
     """Path ids as PostgreSQL bigint keys: plain digits, 1 to 2**63-1; anything else is no route (404)."""
 
@@ -151,10 +161,6 @@ class UserCollection:
         self.read_body = read_body
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # The collection exists and has no ETag: only `*` can match.
-        if not Conditions.of(req).check(req, None):
-            resp.status = falcon.HTTP_304
-            return
         unknown = sorted(set(req.params) - LIST_PARAMS)
         if unknown:
             raise Problem(falcon.HTTP_400, f"Unknown query parameter(s): {', '.join(unknown)[:200]}. Use limit, after or username_prefix.")
@@ -163,6 +169,11 @@ class UserCollection:
         prefix = req.params.get("username_prefix")
         if prefix is not None and not (isinstance(prefix, str) and matches(USERNAME_PREFIX_PATTERN, prefix)):
             raise Problem(falcon.HTTP_400, "username_prefix must be 1 to 32 of: lowercase letters, digits, '_', '.', '-'.")
+        # Checked once the request is known to be valid (RFC 9110 §13.2.1). The collection
+        # exists and has no ETag: only `*` matches it.
+        if not Conditions.of(req).check(req, None):
+            resp.status = falcon.HTTP_304
+            return
         # One row more than asked tells whether a next page exists, without a COUNT.
         users = self.users.list_page(limit=limit + 1, after=after, username_prefix=prefix)
         if len(users) > limit:
@@ -177,11 +188,12 @@ class UserCollection:
     on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        Conditions.of(req).check(req, None)
+        conditions = Conditions.of(req)
         body = self.read_body(req)
         errors = validate_create(body)
         if errors:
             raise invalid(errors)
+        conditions.check(req, None)
         try:
             user, version = self.users.create(body)
         except Conflict as exc:
