@@ -26,7 +26,7 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/python -m scripts.migrate
 	$(BIN)/python -m scripts.seed_users 20 --if-empty
-	exec $(BIN)/gunicorn app:api
+	exec $(BIN)/python -m scripts.serve
 
 ## lint: ruff (lint and format) and mypy on the app modules
 lint: install-dev

@@ -29,9 +29,11 @@ def connect(wait_seconds: float) -> tuple[Settings, Database]:
         raise SystemExit(f"error: configuration: {exc}") from None
     if settings.uses_embedded_database:
         try:
-            url, _ = embedded.start(settings.embedded_pg_dir)
+            url, started = embedded.start(settings.embedded_pg_dir)
         except Exception as exc:
             raise SystemExit(f"error: could not start the embedded PostgreSQL in {settings.embedded_pg_dir}: {exc}") from None
+        if started:
+            print(f"started the embedded PostgreSQL (data in {settings.embedded_pg_dir}) at {url}; `make stop-db` stops it")
     else:
         url = settings.database_url
     db = Database(url, connect_timeout=settings.connect_timeout)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 
 import pytest
 
 from harness.processes import Gunicorn, free_port, request
+from tests.conftest import replace_database
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +110,19 @@ def test_an_unmigrated_database_is_said_once_at_start_and_answered_503(scratch_d
             assert b"python -m scripts.migrate" in body
         said = [line for line in server.log().splitlines() if "python -m scripts.migrate" in line]
     assert len(said) == 1 and "[ERROR]" in said[0], server.log()
+
+
+def test_a_misconfigured_database_is_said_at_start_and_named_by_readyz(database_url, tmp_path):
+    missing = f"orgapi_missing_{uuid.uuid4().hex[:8]}"
+    url = replace_database(database_url, missing)
+    with Gunicorn({"DATABASE_URL": url}, "--workers", "2", log_path=tmp_path / "g.log") as server:
+        for _ in range(10):
+            for path in ("/readyz", "/users"):
+                status, headers, body = request(server.port, "GET", path)
+                assert status == 503 and "retry-after" not in headers, (path, headers, body)
+                assert f'database \\"{missing}\\" does not exist' in body.decode(), body
+        log = server.log()
+    said = [line for line in log.splitlines() if f'"{missing}" does not exist' in line]
+    # At start by the master, then at most once by each worker (20 requests here), always at ERROR.
+    assert 1 <= len(said) <= 3 and all("[ERROR]" in line for line in said), log
+    assert "refuses this configuration" in said[0] and "unavailable" not in log, log

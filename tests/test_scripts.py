@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from urllib.parse import urlencode
 
 import pytest
 
 import migrations
+from database import parse_url
 from harness.processes import PROJECT_ROOT, free_port
 from models import User, unique_index_fields
 
@@ -31,7 +34,7 @@ def db_env(database_url, app):
     return {"DATABASE_URL": database_url}
 
 
-@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune"])
+@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune", "scripts.serve"])
 def test_every_script_explains_its_options(script):
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr
@@ -107,3 +110,28 @@ def test_a_bulk_seed_into_an_empty_table_rebuilds_the_indexes(db_env, client, db
     assert indexes == {"users_pkey", *unique_index_fields(User)}
     taken = db.execute_sql("SELECT username FROM users LIMIT 1").fetchone()[0]
     assert client.simulate_post("/users", json={"username": taken}).status_code == 409
+
+
+@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users"])
+@pytest.mark.parametrize("wrong", ["database", "role"])
+def test_a_misconfigured_database_is_one_line_at_once_not_after_the_wait(script, wrong, database_url):
+    params = parse_url(database_url)
+    missing = f"orgapi_missing_{uuid.uuid4().hex[:8]}"
+    user, dbname = (params["user"], missing) if wrong == "database" else (missing, params["dbname"])
+    query = urlencode({key: value for key, value in params.items() if key not in ("user", "dbname")})
+    args = [script, "--wait", "30"] + (["10"] if script == "scripts.seed_users" else [])
+    started = time.monotonic()
+    result = run(*args, env={"DATABASE_URL": f"postgresql://{user}@/{dbname}?{query}"}, timeout=60)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10, "it waited for a database that refuses it"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f'"{missing}" does not exist' in lines[0] and "refuses" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0"])
+def test_serve_refuses_a_bad_web_concurrency_in_one_line(value):
+    # gunicorn itself reads WEB_CONCURRENCY on import: a traceback for "abc", its own message for "-1".
+    result = run("scripts.serve", env={"WEB_CONCURRENCY": value}, timeout=30)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orgapi: configuration error: WEB_CONCURRENCY="), result.stderr
