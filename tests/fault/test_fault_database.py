@@ -158,3 +158,16 @@ def test_database_down_when_gunicorn_starts(cluster, fault_db, serve, measure):
     assert fault_db.scalar("SELECT count(*) FROM users WHERE username = 'early-bird'") == 0
     assert server.master_pid == master and server.worker_pids() == workers, "gunicorn restarted a worker"
     measure(while_down=answers, seconds_to_ready=round(ready_after, 2), worker_restarts=0)
+
+
+def test_idle_connections_a_restart_left_dead_cost_no_request(cluster, fault_db, serve, measure):
+    server = serve()
+    # Every thread of both workers opens its connection: concurrent requests until 8 backends exist.
+    wait_for(lambda: _all_ok_for(server.port, 10) and len(fault_db.backends()) == 2 * 4, 20, 0.1, "a connection per thread")
+    cluster.stop("fast")
+    cluster.start()
+    after = [send(server.port, "GET", f"/users?limit={index % 5 + 1}") for index in range(40)]
+    after += [post_json(server.port, "/users", {"username": f"after-restart-{index}"}) for index in range(20)]
+    measure(requests_after_restart=len(after), by_status=by_kind(after), backends=len(fault_db.backends()))
+    # Each idle connection the restart closed is noticed before a statement is sent on it.
+    assert_only(after, {"200", "201"})
