@@ -161,3 +161,48 @@ def test_a_schema_behind_the_code_names_both_versions(empty_db, settings, tmp_pa
     migrations.apply(empty_db, tmp_path, **QUIET)
     body = assert_problem(testing.TestClient(create_app(replace(settings, database_url=empty_db.url))).simulate_get("/users"), 503)
     assert f"is at schema version 1; this code needs version {migrations.latest()}" in body["detail"]
+
+
+def _migrate_to(db: Database, version: int, tmp_path: Path) -> None:
+    for migration in migrations.available()[:version]:
+        (tmp_path / migration.path.name).write_text(migration.sql)
+    migrations.apply(db, tmp_path, **QUIET)
+
+
+SPELLINGS = [
+    "plain@example.org",
+    "Mixed.Case@Example.org",
+    "zoe\u0308@example.org",  # NFD, as an older version stored it
+    "\u212aelvin@example.org",  # KELVIN SIGN
+    "ü@bü.de",
+    None,
+]
+
+
+def test_the_email_rule_migration_keeps_every_row_and_value(empty_db, settings, tmp_path):
+    _migrate_to(empty_db, 3, tmp_path)
+    for index, email in enumerate(SPELLINGS * 50):
+        address = None if email is None else f"{index}.{email}"
+        empty_db.execute_sql("INSERT INTO users (username, email, version) VALUES (%s, %s, %s)", (f"user{index}", address, index + 1))
+    before = empty_db.execute_sql("SELECT * FROM users ORDER BY id").fetchall()
+
+    assert migrations.apply(empty_db, **QUIET) == list(range(4, migrations.latest() + 1))
+
+    assert empty_db.execute_sql("SELECT * FROM users ORDER BY id").fetchall() == before
+    # The index now compares as the rule says: the NFC spelling of a stored NFD address, or "K"
+    # for a stored KELVIN SIGN, is the same address.
+    client = testing.TestClient(create_app(replace(settings, database_url=empty_db.url)))
+    for address in ("2.zo\u00eb@example.org", "3.KELVIN@example.org", "1.MIXED.case@example.org"):
+        result = client.simulate_post("/users", json={"username": "newcomer", "email": address})
+        assert result.status_code == 409, (address, result.text)
+
+
+def test_the_email_rule_migration_stops_on_addresses_it_would_merge_and_names_them(empty_db, tmp_path):
+    _migrate_to(empty_db, 3, tmp_path)
+    for username, email in (("nfc", "zo\u00eb@example.org"), ("other", "x@example.org"), ("nfd", "ZOE\u0308@example.org")):
+        empty_db.execute_sql("INSERT INTO users (username, email) VALUES (%s, %s)", (username, email))
+    before = catalog(empty_db)
+    with pytest.raises(Exception, match=r"share an email address under the new rule .*ids 1, 3"):
+        migrations.apply(empty_db, **QUIET)
+    assert catalog(empty_db) == before and empty_db.current_schema_version() == 3
+    assert empty_db.execute_sql("SELECT count(*) FROM users").fetchone()[0] == 3

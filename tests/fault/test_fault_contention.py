@@ -41,6 +41,8 @@ def test_statement_timeout_is_a_clear_error_and_kills_no_worker(cluster, fault_d
     held = post_json(server.port, "/users", {"username": "held", "full_name": "before"}).json()
     other = post_json(server.port, "/users", {"username": "other"}).json()
 
+    wait_for(lambda: _all_threads_connected(server.port, fault_db), 20, 0.1, "a connection per thread")
+    connections_before = {backend["pid"] for backend in fault_db.backends()}
     locker = cluster.connect(fault_db.name, autocommit=False)
     locker.cursor().execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (held["id"],))
     timed_out, unaffected = [], []
@@ -60,6 +62,7 @@ def test_statement_timeout_is_a_clear_error_and_kills_no_worker(cluster, fault_d
     ready = send(server.port, "GET", "/readyz")
     locker.rollback()
     locker.close()
+    connections_after = {backend["pid"] for backend in fault_db.backends()}
 
     after = send(server.port, "PATCH", f"/users/{held['id']}", json.dumps({"full_name": "after"}).encode(), JSON)
     row = None
@@ -77,13 +80,25 @@ def test_statement_timeout_is_a_clear_error_and_kills_no_worker(cluster, fault_d
 
     for outcome in timed_out + [listed, created]:
         assert_problem_503(outcome)
+        assert "time limit" in outcome.json()["detail"], outcome.json()  # a slow query, not a database outage
         assert 0.5 <= outcome.ended - outcome.started < 5.0, outcome  # waited for the timeout, then answered
+    # A timed-out statement leaves a healthy connection: none was closed and reopened.
+    assert connections_after == connections_before, (connections_before, connections_after)
     assert all(outcome.status == 200 for outcome in unaffected), by_kind(unaffected)
     assert ready.status == 200
     assert after.status == 200
     assert row == ("after", 2), "a timed-out write left a trace"  # only the last PATCH applied
     assert fault_db.scalar("SELECT count(*) FROM users WHERE username = 'blocked'") == 0
     assert server.master_pid == master and server.worker_pids() == workers, "a worker was killed"
+
+
+def _all_threads_connected(port: int, fault_db) -> bool:
+    threads = [threading.Thread(target=send, args=(port, "GET", "/users?limit=1")) for _ in range(3 * WORKERS * THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return len(fault_db.backends()) == WORKERS * THREADS
 
 
 def test_more_concurrent_requests_than_threads_all_get_answers(cluster, fault_db, serve, measure):
