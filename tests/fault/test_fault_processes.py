@@ -252,3 +252,24 @@ def test_ctrl_c_after_a_few_requests_stops_every_worker_at_once(fault_db, serve,
         seconds.append(round(time.monotonic() - signalled, 2))
         assert exit_code == 0 and "SIGKILL" not in server.log(), (seconds, server.log()[-3000:])
     measure(seconds_to_exit=seconds)
+
+
+@pytest.mark.parametrize("stop", [lambda server: server.signal(signal.SIGTERM), _ctrl_c], ids=["sigterm", "ctrl-c"])
+def test_stopping_still_answers_a_kept_alive_connection(fault_db, serve, stop):
+    # A graceful stop answers a request that arrives on a kept-alive connection meanwhile
+    # (with Connection: close). gunicorn's own Ctrl-C was a quick stop: the worker left at
+    # once, and the client's next request on its open connection got no answer.
+    server = serve({"GRACEFUL_TIMEOUT": "20"})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b'{"status":"ok"}'
+        stop(server)
+        time.sleep(0.3)
+        conn.request("GET", "/users?limit=1")
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("connection") == "close"
+        response.read()
+    finally:
+        conn.close()
+    assert server.process.wait(10) == 0
