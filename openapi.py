@@ -109,7 +109,6 @@ def build_document(settings: Settings) -> dict[str, Any]:
                     "operationId": "listUsers",
                     "summary": "A page of users in id order (keyset pagination).",
                     "parameters": [
-                        *CONDITIONS,
                         {
                             "name": "limit",
                             "in": "query",
@@ -127,6 +126,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": USERNAME_PREFIX_PATTERN},
                             "description": "Only users whose username starts with this.",
                         },
+                        *CONDITIONS,
                     ],
                     "responses": {
                         "200": {

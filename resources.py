@@ -127,8 +127,8 @@ def _whole_number(req: falcon.Request, name: str, minimum: int, maximum: int, de
 
 
 class CollapseEmptySegments:
-    """ "//users" and "/users//1" are "/users" and "/users/1" on every route (routing otherwise
-    took "//users" but not "/users//1"); links are built from the route, never from the request's path."""
+    """A path with empty segments is the path without them, on every route: `//users` is
+    `/users`, `/users//1` is `/users/1` (routing alone took the first, not the second)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if "//" in req.path:

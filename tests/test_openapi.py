@@ -208,7 +208,13 @@ def scenarios(client) -> list[tuple[str, Exchange, bool | None]]:
         ("updateUser", send(client, "PATCH", bob_path, body=big), None),
         ("deleteUser", send(client, "DELETE", amy_path, headers={"If-Match": '"7"'}), True),
         ("deleteUser", send(client, "DELETE", amy_path, headers={"If-Match": '"1"'}), True),
+        ("deleteUser", send(client, "DELETE", amy_path, headers={"If-None-Match": "7"}), False),  # not an entity tag
         ("deleteUser", send(client, "DELETE", amy_path), True),
+        ("getUser", send(client, "GET", bob_path, headers={"If-Match": '"999"'}), True),
+        ("getUser", send(client, "GET", bob_path, headers={"If-Match": "W/"}), False),
+        ("listUsers", send(client, "GET", "/users", headers={"If-None-Match": "*"}), True),
+        ("listUsers", send(client, "GET", "/users", headers={"If-Match": '"1"'}), True),
+        ("createUser", send(client, "POST", "/users", document={"username": "ivy"}, headers={"If-None-Match": "*"}), True),
         ("liveness", send(client, "GET", "/healthz"), True),
         ("readiness", send(client, "GET", "/readyz"), True),
         ("openapi", send(client, "GET", "/openapi.json"), True),
