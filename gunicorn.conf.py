@@ -95,6 +95,7 @@ def _check_schema(log, url):
             found = db.current_schema_version()
     except database.Misconfigured as exc:
         log.error("the database refuses this configuration: %s; data routes and /readyz answer 503 until it is fixed", exc.cause)
+        problems.SAID_AT_START.add(exc.cause)
         return
     except database.OperationalError as exc:
         log.warning("database not reachable at start (data routes answer 503 until it is): %s", problems.first_line(exc))

@@ -20,6 +20,9 @@ log = logging.getLogger("orgapi")
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = "1"
+# Misconfigurations gunicorn's master logged at start (gunicorn.conf.py). Its workers are
+# forked later and inherit this set, so they do not log those again: the log says it once.
+SAID_AT_START: set[str] = set()
 
 
 class Problem(falcon.HTTPError):
@@ -107,7 +110,7 @@ _STATEMENT_DETAILS = {
 
 def install(app: falcon.App, db: Database) -> None:
     """problem+json for every error; database failures answered 503 and their connection discarded."""
-    causes_logged: set[str] = set()
+    causes_logged = set(SAID_AT_START)
 
     def database_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
         db.discard()
@@ -128,7 +131,7 @@ def install(app: falcon.App, db: Database) -> None:
         )
 
     def misconfigured(req: falcon.Request, resp: falcon.Response, exc: Misconfigured, params: dict) -> None:
-        # Said at start by gunicorn.conf.py, and once by each process that meets it (it may begin later).
+        # Once per cause: at start by gunicorn's master, or, when it begins later, once per worker.
         if exc.cause not in causes_logged:
             causes_logged.add(exc.cause)
             log.error("the database refuses this configuration: %s; fix DATABASE_URL or the database", exc.cause)
