@@ -36,5 +36,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER orgapi
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 CMD ["python", "-m", "scripts.healthcheck"]
-# The heartbeat files in memory (/dev/shm), as gunicorn advises for containers.
-CMD ["gunicorn", "--worker-tmp-dir", "/dev/shm", "app:api"]
+# The heartbeat files in memory (/dev/shm), as gunicorn advises for containers. scripts.serve
+# checks every setting (WEB_CONCURRENCY too) with a one-line error, then becomes gunicorn.
+CMD ["python", "-m", "scripts.serve", "--worker-tmp-dir", "/dev/shm"]

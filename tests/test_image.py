@@ -154,3 +154,10 @@ def test_without_database_url_it_refuses_in_one_line():
     assert refused.returncode != 0
     assert len(output.splitlines()) == 1, output
     assert "DATABASE_URL is not set" in output, output
+
+
+def test_a_bad_worker_count_is_one_line_naming_the_variable():
+    refused = run_once(env={"DATABASE_URL": "postgresql://orgapi@127.0.0.1/orgapi", "WEB_CONCURRENCY": "abc"}, timeout=30)
+    output = (refused.stdout + refused.stderr).strip()
+    assert refused.returncode != 0
+    assert output == "orgapi: configuration error: WEB_CONCURRENCY='abc' is not an integer", output
