@@ -4,14 +4,18 @@ Every value comes from `settings`. `preload_app` stays off: each worker imports 
 after the fork, so no database connection is ever shared between processes.
 """
 
-import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 import gunicorn.util
 
 import database
 import embedded
+import logs
 import migrations
 import problems
 from settings import SettingsError, load_settings
@@ -20,6 +24,13 @@ try:
     _settings = load_settings()
 except SettingsError as exc:
     sys.exit(f"orgapi: configuration error: {exc}")
+
+# prometheus_client picks its multiprocess mode when it is first imported, so the directory
+# is named here, before any worker forks and before anything imports it; workers inherit it.
+METRICS_DIR_PREFIX = "orgapi-metrics-"
+if _settings.operations.metrics and _settings.operations.metrics_dir is None:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+    _settings = load_settings()
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
@@ -31,7 +42,10 @@ keepalive = _settings.keepalive
 max_requests = _settings.max_requests
 max_requests_jitter = max(1, _settings.max_requests // 10) if _settings.max_requests else 0
 loglevel = _settings.log_level
-accesslog = "-" if _settings.access_log else None
+# The service writes its own access log (route templates and request ids; see telemetry.py).
+accesslog = None
+logger_class = logs.GunicornLogger
+logs.GunicornLogger.log_format = _settings.operations.log_format
 proc_name = "orgapi"
 
 # No control socket: its default path is per user, so two servers on one machine would clash.
@@ -48,11 +62,30 @@ def pre_request(worker, req):
 
 
 def _route_app_logs(log):
-    """The app's "orgapi" logger writes wherever gunicorn's error log goes, at its level."""
-    app_log = logging.getLogger("orgapi")
-    app_log.handlers = list(log.error_log.handlers)
-    app_log.setLevel(log.error_log.level)
-    app_log.propagate = False
+    logs.route_app_logs(log.error_log, _settings.access_log)
+
+
+def _empty_metrics_dir():
+    """Files left by a previous run would add its counts to this one's: start empty, as the multiprocess docs require."""
+    directory = _settings.operations.metrics_dir
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
+def child_exit(server, worker):
+    if _settings.operations.metrics:
+        from prometheus_client import multiprocess  # imported only now: the directory is set
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    directory = _settings.operations.metrics_dir
+    if directory is not None and directory.parent == Path(tempfile.gettempdir()) and directory.name.startswith(METRICS_DIR_PREFIX):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _interrupt_stops_gracefully(server):
@@ -69,6 +102,7 @@ def on_starting(server):
     and say once whether the schema is what this code needs."""
     _route_app_logs(server.log)
     _interrupt_stops_gracefully(server)
+    _empty_metrics_dir()
     if _settings.uses_embedded_database:
         try:
             url, started = embedded.start(_settings.embedded_pg_dir)
@@ -110,6 +144,10 @@ def post_worker_init(worker):
     # The worker's half of Ctrl-C (see _interrupt_stops_gracefully): finish in-flight requests, then exit.
     signal.signal(signal.SIGINT, worker.handle_exit)
     signal.siginterrupt(signal.SIGINT, False)
+    if _settings.operations.metrics and worker.age > worker.cfg.workers:
+        import metrics  # the app has imported it already, in multiprocess mode
+
+        metrics.WORKER_RESTARTS.inc()
     worker.log.info(
         "worker %s ready: %s threads, statement timeout %s ms, connections opened per thread on first use",
         worker.pid,

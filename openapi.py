@@ -8,6 +8,7 @@ from models import MAX_ID
 from preconditions import ETAG_LIST_PATTERN
 from schemas import PROBLEM, USER, USER_CREATE, USER_UPDATE, USERNAME_PREFIX_PATTERN
 from settings import Settings
+from tokens import METRICS, READ, WRITE
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -95,7 +96,51 @@ CONDITION_FAILED = {
 NOT_MODIFIED = {"304": {"description": "If-None-Match matched the current ETag (or is * on an existing resource)."}}
 
 
+_CHALLENGE = {
+    "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer, with RFC 6750's error code when a token was sent."}
+}
+
+
+def _secured(scope: str | None) -> dict[str, Any]:
+    """An operation's security requirement and the answers it adds; nothing for a public operation."""
+    if scope is None:
+        return {"security": []}
+    return {
+        "security": [{"bearer": [scope]}],
+        "responses": {
+            "401": _problem("No bearer token, or one that is not valid (unknown, malformed, expired or revoked).", _CHALLENGE),
+            "403": _problem(f"The token lacks the scope {scope}.", _CHALLENGE),
+        },
+    }
+
+
+def _with_security(operation: dict[str, Any], scope: str | None) -> dict[str, Any]:
+    secured = _secured(scope)
+    return {**operation, "security": secured["security"], "responses": {**operation["responses"], **secured.get("responses", {})}}
+
+
 def build_document(settings: Settings) -> dict[str, Any]:
+    read = READ if settings.operations.read_access == "token" else None
+    document = _document(settings)
+    paths = document["paths"]
+    for template, item in paths.items():
+        for method in ("get", "post", "patch", "delete"):
+            if method in item:
+                scope = (read if method == "get" else WRITE) if template.startswith("/users") else None
+                item[method] = _with_security(item[method], scope)
+    if settings.operations.metrics:
+        paths["/metrics"] = {"get": _with_security(METRICS_OPERATION, METRICS)}
+    return document
+
+
+METRICS_OPERATION = {
+    "operationId": "metrics",
+    "summary": "Prometheus metrics, summed over every worker.",
+    "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+}
+
+
+def _document(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -218,6 +263,16 @@ def build_document(settings: Settings) -> dict[str, Any]:
         "components": {
             "schemas": {"User": USER, "UserCreate": USER_CREATE, "UserUpdate": USER_UPDATE, "Problem": PROBLEM},
             "headers": {"ETag": {"schema": {"type": "string"}, "description": "The user's version; send it in If-Match or If-None-Match."}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        f"An API token from `python -m scripts.tokens create`, or a JWT from the identity provider when one is "
+                        f"configured. Scopes: {READ}, {WRITE} (includes {READ}), {METRICS}."
+                    ),
+                }
+            },
         },
     }
 

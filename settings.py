@@ -20,6 +20,30 @@ class SettingsError(ValueError):
     """A configuration variable holds a value the service cannot run with."""
 
 
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+@dataclass(frozen=True)
+class Operations:
+    """Who may call what, metrics and logs (issue 10)."""
+
+    read_access: str = "token"
+    token_cache_seconds: int = 10
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwt_leeway_seconds: int = 30
+    metrics: bool = True
+    metrics_dir: Path | None = None
+    log_format: str = "text"
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self.jwt_jwks_url or self.jwt_jwks_file)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -39,6 +63,7 @@ class Settings:
     max_body_bytes: int
     log_level: str
     access_log: bool
+    operations: Operations
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -124,4 +149,49 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_integer(env, "MAX_BODY_BYTES", 16 * 1024, 256, 64 * 1024 * 1024),
         log_level=log_level,
         access_log=_boolean(env, "ACCESS_LOG", False),
+        operations=load_operations(env),
+    )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def load_operations(env: Mapping[str, str]) -> Operations:
+    jwks_url = _text(env, "JWT_JWKS_URL")
+    if jwks_url and not jwks_url.startswith(("https://", "http://")):
+        raise SettingsError("JWT_JWKS_URL must be an http:// or https:// URL")
+    jwks_file = _text(env, "JWT_JWKS_FILE")
+    if jwks_url and jwks_file:
+        raise SettingsError("set JWT_JWKS_URL or JWT_JWKS_FILE, not both")
+    issuer, audience = _text(env, "JWT_ISSUER"), _text(env, "JWT_AUDIENCE")
+    if (jwks_url or jwks_file) and not (issuer and audience):
+        raise SettingsError("JWT_ISSUER and JWT_AUDIENCE are required with JWT_JWKS_URL or JWT_JWKS_FILE")
+    algorithms = tuple(name.strip() for name in env.get("JWT_ALGORITHMS", "RS256,ES256").split(",") if name.strip())
+    for name in algorithms:
+        if name not in ASYMMETRIC_ALGORITHMS:
+            # Never "none", never HMAC: a shared secret (or a public key misread as one) could sign tokens.
+            raise SettingsError(f"JWT_ALGORITHMS: {name!r} is not one of {', '.join(ASYMMETRIC_ALGORITHMS)}")
+    if not algorithms:
+        raise SettingsError("JWT_ALGORITHMS names no algorithm")
+    metrics_dir = _text(env, "PROMETHEUS_MULTIPROC_DIR")
+    return Operations(
+        read_access=_choice(env, "READ_ACCESS", "token", ("public", "token")),
+        token_cache_seconds=_integer(env, "TOKEN_CACHE_SECONDS", 10, 0, 3600),
+        jwt_jwks_url=jwks_url,
+        jwt_jwks_file=Path(jwks_file) if jwks_file else None,
+        jwt_issuer=issuer,
+        jwt_audience=audience,
+        jwt_algorithms=algorithms,
+        jwt_leeway_seconds=_integer(env, "JWT_LEEWAY_SECONDS", 30, 0, 600),
+        metrics=_boolean(env, "METRICS", True),
+        metrics_dir=Path(metrics_dir) if metrics_dir else None,
+        log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
     )

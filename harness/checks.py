@@ -17,7 +17,13 @@ PROBLEM = "application/problem+json"
 PUBLIC_FIELDS = set(public_names(User))
 # Nothing of the implementation may reach a client in an error body.
 LEAKS = ("Traceback", 'File "', "psycopg2", "peewee", "SELECT ", "INSERT INTO", 'UPDATE "', "DETAIL:", "constraint", "127.0.0.1", "refused")
+# Well-formed but issued by nobody: checking it reaches the database like a real one.
+UNKNOWN_TOKEN = "orgapi_1_" + "A" * 43
 NEXT_LINK = re.compile(r'<(/users\?[^>]*)>; rel="next"')
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def assert_problem(result, status: int | set[int], *, head: bool = False) -> dict:

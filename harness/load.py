@@ -17,6 +17,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from harness.processes import with_token
+
 CLIENT_TIMEOUT = 5.0
 JSON = {"Content-Type": "application/json"}
 # A connection the server dropped, before or during its answer.
@@ -59,7 +61,7 @@ def send(
     outcome = Outcome(op or method, method, path, time.monotonic(), 0.0)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=with_token(port, headers))
         response = conn.getresponse()
         outcome.body = response.read()
         outcome.status = response.status

@@ -12,6 +12,31 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The API token of each server started here, by port: `request()` and harness.load's `send()`
+# present it unless the caller sets Authorization itself (to "" to send none).
+SERVER_TOKENS: dict[int, str] = {}
+
+
+def issue_token(database_url: str, name: str = "harness") -> str:
+    """A token with every scope on the database at `database_url` (migrated), as `scripts.tokens create` makes one."""
+    from database import Database
+    from tokens import SCOPES, TokenStore
+
+    db = Database(database_url)
+    try:
+        return TokenStore(db).create(name, list(SCOPES))[1]
+    finally:
+        db.close()
+
+
+def with_token(port: int, headers: dict | None) -> dict:
+    """`headers` plus the server's token, unless they set Authorization (an empty one is dropped)."""
+    headers = dict(headers or {})
+    if "Authorization" not in headers and port in SERVER_TOKENS:
+        headers["Authorization"] = f"Bearer {SERVER_TOKENS[port]}"
+    if headers.get("Authorization") == "":
+        del headers["Authorization"]
+    return headers
 
 
 def free_port() -> int:
@@ -24,7 +49,7 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
     """One HTTP request on a fresh connection: (status, headers, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=with_token(port, headers))
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -34,9 +59,14 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 class Gunicorn:
     """`gunicorn app:api` with the project's gunicorn.conf.py, on 127.0.0.1:<free port>."""
 
-    def __init__(self, env: dict[str, str], *args: str, log_path: Path, app: str = "app:api", tree: Path = PROJECT_ROOT) -> None:
+    def __init__(
+        self, env: dict[str, str], *args: str, log_path: Path, app: str = "app:api", tree: Path = PROJECT_ROOT, token: str | None = None
+    ) -> None:
         self.port = free_port()
         self.tree = tree  # the checkout whose app and gunicorn.conf.py run (another one to compare commits)
+        self.token = token
+        if token:
+            SERVER_TOKENS[self.port] = token
         self.log_path = log_path
         self.args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", *args, app]
         self.env = {**os.environ, **env}

@@ -45,6 +45,21 @@ COLUMNS = [
 ]
 
 
+# Issue 10's features, each measured on GET /users/{id} on a server of its own that differs from
+# its reference by one setting: name -> (label, environment, reference name).
+VARIANTS = {
+    "public": ("public reads, metrics on", {"READ_ACCESS": "public"}, "no-metrics"),
+    "token": ("token reads", {"READ_ACCESS": "token"}, "public"),
+    "no-metrics": ("public reads, metrics off", {"READ_ACCESS": "public", "METRICS": "false"}, None),
+    "access-log": ("access log, text", {"READ_ACCESS": "public", "ACCESS_LOG": "true"}, "public"),
+    "access-log-json": ("access log, json", {"READ_ACCESS": "public", "ACCESS_LOG": "true", "LOG_FORMAT": "json"}, "public"),
+}
+
+
+def variant_label(name: str) -> str:
+    return f"GET /users/{{id}} [{VARIANTS[name][0]}]"
+
+
 def pgbench_select_only(url: str, seconds: float, scale: int = 10, clients: int = 8) -> dict:
     """`pgbench -S` on a database of its own on the same server: transactions/s and PostgreSQL CPU per transaction."""
     params = database.parse_url(url)
@@ -104,10 +119,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="measure every case this many times, interleaved (default: %(default)s)")
     parser.add_argument(
+        "--variants",
+        default="",
+        help="also GET /users/{id} on servers differing by one setting, each against its reference, in the same rounds: "
+        f"{','.join(VARIANTS)}, or all (default: none)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)"
     )
     args = parser.parse_args(argv)
     connections = [int(value) for value in args.connections.split(",")]
+    variants = list(VARIANTS) if args.variants == "all" else [name for name in args.variants.split(",") if name]
+    variants += [VARIANTS[name][2] for name in variants if VARIANTS[name][2] and VARIANTS[name][2] not in variants]
+    if set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants: {', '.join(sorted(set(variants) - set(VARIANTS)))}; choose from {', '.join(VARIANTS)}")
 
     settings, db = prepare_database(args.users)
     url = db.url
@@ -125,9 +150,15 @@ def main(argv: list[str] | None = None) -> None:
         apps.append(
             (" (baseline)", serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra, tree=args.baseline.resolve()))
         )
+    variant_servers = [
+        serve("app:api", url, workers, logs, "/readyz", extra_env=VARIANTS[name][1], extra_args=extra, label=f"-{name}")
+        for name in variants
+    ]
     rows: list[Measurement] = []
     try:
         cases = [("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)})]
+        for name, server in zip(variants, variant_servers):
+            cases.append((variant_label(name), server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}))
         for suffix, server in apps:
             cases.append((f"GET /users/{{id}}{suffix}", server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}))
         if "list" in args.cases:
@@ -142,15 +173,17 @@ def main(argv: list[str] | None = None) -> None:
                     ),
                 ]
         for count in connections:
-            for _ in range(args.rounds):
-                for label, server, script, env in cases:
+            for round_number in range(args.rounds):
+                # Each round starts one case later, so no case always follows the same one.
+                shift = round_number % len(cases)
+                for label, server, script, env in cases[shift:] + cases[:shift]:
                     if args.warmup:
                         run_wrk(server, script, count, args.warmup, label, workers, env, postgres)
                     rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, postgres))
                     print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
     finally:
         hello.stop()
-        for _, server in apps:
+        for server in [server for _, server in apps] + variant_servers:
             server.stop()
     pgbench = None if args.no_pgbench else pgbench_select_only(url, args.seconds)
 
@@ -186,6 +219,26 @@ def main(argv: list[str] | None = None) -> None:
                     "p99/p50": "-",
                 }
             )
+    costs = []
+    for count in connections:
+        for name in variants:
+            reference = VARIANTS[name][2]
+            if reference is None:
+                continue
+            label, against = variant_label(name), variant_label(reference)
+            costs.append(
+                {
+                    "what": f"{VARIANTS[name][0]} vs {VARIANTS[reference][0]} @ {count}",
+                    "req/s": round(median_of(label, count, "rps"), 1),
+                    "reference req/s": round(median_of(against, count, "rps"), 1),
+                    "req/s ratio": round(median_of(label, count, "rps") / median_of(against, count, "rps"), 3),
+                    "server CPU ms/req": round(median_of(label, count, "server_cpu_ms_per_request"), 3),
+                    "reference CPU ms/req": round(median_of(against, count, "server_cpu_ms_per_request"), 3),
+                    "CPU ratio": round(
+                        median_of(label, count, "server_cpu_ms_per_request") / median_of(against, count, "server_cpu_ms_per_request"), 3
+                    ),
+                }
+            )
     table = markdown_table([row.row() for row in rows], COLUMNS)
     ceiling = (
         f"pgbench -S ({pgbench['clients']} clients, scale {pgbench['scale']}): {pgbench['tps']} tps, "
@@ -196,7 +249,13 @@ def main(argv: list[str] | None = None) -> None:
     report = (
         f"workers: {workers}, gunicorn flags: {args.gunicorn_args or '(gunicorn.conf.py only)'}, users in table: {top_id}, "
         f"{args.seconds:g} s per point, generator: wrk (2 threads, 3 s timeout)\n\n"
-        f"{table}\n\n{ceiling}\n\n" + markdown_table(ratios, ["what", "ratio", "p99/p50"])
+        f"{table}\n\n{ceiling}\n\n"
+        + markdown_table(ratios, ["what", "ratio", "p99/p50"])
+        + (
+            f"\n\nEach setting's cost, medians of {args.rounds} interleaved rounds:\n\n" + markdown_table(costs, list(costs[0]))
+            if costs
+            else ""
+        )
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.md").write_text(report + "\n")
@@ -206,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
                 "rows": [row.row() for row in rows],
                 "pgbench": pgbench,
                 "ratios": ratios,
+                "costs": costs,
                 "workers": workers,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },

@@ -15,7 +15,7 @@ import psutil
 
 import migrations
 from database import Database, OperationalError, admin_connection
-from harness.processes import PROJECT_ROOT, Gunicorn
+from harness.processes import PROJECT_ROOT, Gunicorn, issue_token
 from load.process_cpu import cpu_seconds, tree_cpu
 from queries import UserStore
 from scripts._database import connect
@@ -78,12 +78,22 @@ def serve(
     extra_env: dict | None = None,
     extra_args: tuple[str, ...] = (),
     tree: Path = PROJECT_ROOT,
+    label: str = "",
 ) -> Gunicorn:
     """`gunicorn <app>` with the gunicorn.conf.py of `tree` (this checkout) and `workers` workers, started."""
     env = {"DATABASE_URL": url, **(extra_env or {})}
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{app.replace(':', '_')}-{workers}w" + ("" if tree == PROJECT_ROOT else f"-{tree.name}")
-    server = Gunicorn(env, "--workers", str(workers), *extra_args, log_path=log_dir / f"{name}.log", app=app, tree=tree)
+    name = f"{app.replace(':', '_')}-{workers}w{label}" + ("" if tree == PROJECT_ROOT else f"-{tree.name}")
+    server = Gunicorn(
+        env,
+        "--workers",
+        str(workers),
+        *extra_args,
+        log_path=log_dir / f"{name}.log",
+        app=app,
+        tree=tree,
+        token=issue_token(url, "load lab"),
+    )
     return server.start(ready_path=ready_path)
 
 
@@ -126,7 +136,7 @@ def run_wrk(
     PostgreSQL CPU is that of the cluster whose postmaster is `database` (see `postmaster()`),
     else of every postgres process on the machine.
     """
-    wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), **(env or {})}
+    wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "AUTH_TOKEN": server.token or "", **(env or {})}
     command = [
         wrk_path(),
         "-t",

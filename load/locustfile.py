@@ -40,6 +40,7 @@ MAX_USER_ID = max(1, int(os.environ.get("LOAD_MAX_USER_ID", "1000")))
 THINK_MIN = float(os.environ.get("LOAD_THINK_MIN", "0.5"))
 THINK_MAX = float(os.environ.get("LOAD_THINK_MAX", "1.5"))
 RATE_PER_USER = float(os.environ.get("LOAD_RATE_PER_USER") or 0)
+AUTH_TOKEN = os.environ.get("AUTH_TOKEN", "")
 
 
 def _unique_username():
@@ -71,7 +72,8 @@ class OrgApiUser(FastHttpUser):
     # FastHttpUser takes its timeouts as class attributes, not per request.
     connection_timeout = REQUEST_TIMEOUT_S
     network_timeout = REQUEST_TIMEOUT_S
-    default_headers = {"Accept": "application/json"}
+    # AUTH_TOKEN: an API token with users:write (load.run issues one); none when unset.
+    default_headers = {"Accept": "application/json", **({"Authorization": f"Bearer {AUTH_TOKEN}"} if AUTH_TOKEN else {})}
 
     @task(80)
     def get_user(self):

@@ -89,6 +89,7 @@ def run_bzt(server: Gunicorn, database_name: str, url: str, workers: int, top_id
         **os.environ,
         "BASE_URL": f"http://127.0.0.1:{server.port}",
         "LOAD_MAX_USER_ID": str(top_id),
+        "AUTH_TOKEN": server.token or "",
         CONTEXT_ENV: str(context_file),
     }
     return subprocess.run([str(BZT), "bzt-config.yml", *bzt_args], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode

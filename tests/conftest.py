@@ -24,9 +24,11 @@ import embedded
 import migrations
 from app import create_app, service_database
 from database import Database, admin_connection, parse_url
+from harness.checks import UNKNOWN_TOKEN, bearer
 from harness.processes import free_port
 from queries import UserStore
 from settings import load_settings
+from tokens import SCOPES, TokenStore
 
 SERVERS = ["embedded"] + (["external"] if os.environ.get("TEST_DATABASE_URL") else [])
 
@@ -100,7 +102,7 @@ def settings(database_url):
 def db(settings):
     """The database object the test's app runs on (the service's own lifecycle), emptied first."""
     database = service_database(settings)
-    database.execute_sql("TRUNCATE users RESTART IDENTITY")
+    database.execute_sql("TRUNCATE users, api_tokens RESTART IDENTITY")
     yield database
     database.close()
 
@@ -111,7 +113,20 @@ def app(settings, db):
 
 
 @pytest.fixture
-def client(app):
+def token(db):
+    """An API token with every scope, made as `python -m scripts.tokens create` makes one."""
+    return TokenStore(db).create("tests", list(SCOPES))[1]
+
+
+@pytest.fixture
+def client(app, token):
+    """The app, called with a token that may do everything."""
+    return testing.TestClient(app, headers=bearer(token))
+
+
+@pytest.fixture
+def anonymous_client(app):
+    """The app, called without a token."""
     return testing.TestClient(app)
 
 
@@ -132,13 +147,14 @@ def make_user(client):
 
 
 @pytest.fixture
-def small_client(db, settings):
+def small_client(db, settings, token):
     """The app with tiny limits: 300-byte bodies, pages of 3 (at most 5)."""
-    return testing.TestClient(create_app(replace(settings, max_body_bytes=300, page_default=3, page_max=5), db))
+    return testing.TestClient(create_app(replace(settings, max_body_bytes=300, page_default=3, page_max=5), db), headers=bearer(token))
 
 
 @pytest.fixture
 def dead_client(settings):
     """The app on a port nobody listens on: every database call fails to connect."""
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=1"
-    yield testing.TestClient(create_app(replace(settings, database_url=url, connect_timeout=1)))
+    # A well-formed token: checking it needs the database too, so it meets the same failure.
+    yield testing.TestClient(create_app(replace(settings, database_url=url, connect_timeout=1)), headers=bearer(UNKNOWN_TOKEN))

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from harness.processes import Gunicorn, free_port, request
+from harness.checks import UNKNOWN_TOKEN, bearer
+from harness.processes import Gunicorn, free_port, issue_token, request
 from tests.conftest import replace_database
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def server(database_url, tmp_path):
-    with Gunicorn({"DATABASE_URL": database_url}, "--workers", "2", log_path=tmp_path / "gunicorn.log") as running:
+    token = issue_token(database_url)
+    with Gunicorn({"DATABASE_URL": database_url}, "--workers", "2", log_path=tmp_path / "gunicorn.log", token=token) as running:
         yield running
 
 
@@ -55,7 +57,7 @@ def test_starts_and_answers_503_while_the_database_is_unreachable(tmp_path):
     with Gunicorn({"DATABASE_URL": unreachable, "DB_CONNECT_TIMEOUT": "1"}, "--workers", "2", log_path=tmp_path / "g.log") as server:
         assert request(server.port, "GET", "/healthz")[0] == 200
         for path in ("/readyz", "/users", "/users/1"):
-            status, headers, body = request(server.port, "GET", path)
+            status, headers, body = request(server.port, "GET", path, headers=bearer(UNKNOWN_TOKEN))
             assert status == 503, (path, body)
             assert headers["retry-after"] == "1"
             assert headers["content-type"] == "application/problem+json"
@@ -78,9 +80,11 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_naming_it(tmp_path):
 
 def test_a_client_that_stops_sending_its_body_gets_408_after_client_timeout(database_url, tmp_path):
     env = {"DATABASE_URL": database_url, "CLIENT_TIMEOUT": "1"}
+    authorization = f"Authorization: Bearer {issue_token(database_url)}\r\n".encode()
     with Gunicorn(env, "--workers", "1", "--threads", "1", log_path=tmp_path / "g.log") as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
-            stalled.sendall(b'POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user')
+            head = b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n" + authorization
+            stalled.sendall(head + b'\r\n{"user')
             started = time.monotonic()
             answer = stalled.recv(65536).decode()
             waited = time.monotonic() - started
@@ -105,7 +109,7 @@ def test_an_unmigrated_database_is_said_once_at_start_and_answered_503(scratch_d
     url = scratch_database("orgapi_e2e_empty")
     with Gunicorn({"DATABASE_URL": url}, "--workers", "2", log_path=tmp_path / "gunicorn.log") as server:
         for path in ("/readyz", "/users", "/users/1"):
-            status, headers, body = request(server.port, "GET", path)
+            status, headers, body = request(server.port, "GET", path, headers=bearer(UNKNOWN_TOKEN))
             assert status == 503 and headers.get("retry-after") == "1", (path, headers, body)
             assert b"python -m scripts.migrate" in body
         said = [line for line in server.log().splitlines() if "python -m scripts.migrate" in line]

@@ -12,6 +12,7 @@ from database import Database
 from harness.checks import (
     JSON,
     assert_problem,
+    bearer,
 )
 
 
@@ -73,7 +74,7 @@ def test_errors_are_problem_json_whatever_the_accept_header(client, make_user, a
     ],
     ids=["RuntimeError", "ProgrammingError"],
 )
-def test_unexpected_errors_are_500_problems_without_details(settings, caplog, error):
+def test_unexpected_errors_are_500_problems_without_details(settings, token, caplog, error):
     class FailingOnce(Database):
         """The real database, but its next prepared statement raises `error`."""
 
@@ -86,7 +87,7 @@ def test_unexpected_errors_are_500_problems_without_details(settings, caplog, er
             return super().run_prepared(name, params, **options)
 
     db = FailingOnce(settings.database_url, schema_version=migrations.latest())
-    client = testing.TestClient(create_app(settings, db))
+    client = testing.TestClient(create_app(settings, db), headers=bearer(token))
     body = assert_problem(client.simulate_get("/users", headers={"Accept": "text/html"}), 500)
     assert "logged" in body["detail"]
     assert any(record.exc_info and record.exc_info[1] is error for record in caplog.records), "not logged"

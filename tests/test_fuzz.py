@@ -30,18 +30,36 @@ from hypothesis.stateful import (
 from schemathesis.config import SchemathesisConfig
 
 # 412 answers a schema-valid but stale If-Match (documented); it is not valid data rejected.
-CONFIG = SchemathesisConfig.from_dict(
-    {
-        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "3xx", "404", "409", "412"]}},
-    }
-)
+ACCEPTED = ["2xx", "3xx", "404", "409", "412"]
+ACCESS = ["token", "no token"]
+
+
+def fuzz_config(token: str | None) -> SchemathesisConfig:
+    if token is None:
+        # Without a token, valid data on a protected operation is refused with 401 before it is looked at.
+        return SchemathesisConfig.from_dict({"checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "401"]}}})
+    return SchemathesisConfig.from_dict(
+        {
+            "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}},
+            # Schemathesis's own auth: it sends the token and also checks that a missing or made-up one is refused.
+            "auth": {"openapi": {"bearer": {"bearer": token}}},
+        }
+    )
+
+
 FUZZ_SETTINGS = settings(max_examples=40, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
 
+@pytest.fixture(params=ACCESS)
+def access(request) -> str:
+    """Each fuzz runs twice: with a token holding every scope, and with none."""
+    return request.param
+
+
 @pytest.fixture
-def api_schema(app):
+def api_schema(app, access, token):
     """The document the app serves at /openapi.json, calling the app in-process."""
-    return schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
+    return schemathesis.openapi.from_wsgi("/openapi.json", app, config=fuzz_config(token if access == "token" else None))
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -52,11 +70,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_every_operation_conforms_to_the_document(case):
     """Positive and negative examples for every operation: every default check
     (no 5xx, documented status, content type, headers and body schema, valid data
-    accepted, invalid data rejected, unsupported methods answered 405)."""
+    accepted, invalid data rejected, unsupported methods answered 405, operations
+    that declare security refused without it)."""
     case.call_and_validate()
 
 
-def test_stateful_sequences_conform_to_the_document(api_schema, db):
+def test_stateful_sequences_conform_to_the_document(api_schema, db, access):
     """Create, then read, update and delete what was created, following the links
     schemathesis infers from the document (POST 201 body id -> /users/{user_id})."""
     base = api_schema.as_state_machine()
@@ -72,6 +91,10 @@ def test_stateful_sequences_conform_to_the_document(api_schema, db):
 
     Machine.run(settings=settings(FUZZ_SETTINGS, max_examples=25, stateful_step_count=8))
 
+    if access == "no token":
+        # Every read and write of users is refused, and nothing was created to follow.
+        assert followed and {status for label, status in followed if "/users" in label} == {401}, sorted(set(followed))
+        return
     created = sum(1 for label, status in followed if label == "POST /users" and status == 201)
     reached = {label for label, status in followed if label.endswith("{user_id}") and status in (200, 204)}
     assert created > 0, followed

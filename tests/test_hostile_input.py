@@ -17,7 +17,7 @@ import pytest
 
 from database import admin_connection
 from harness.checks import assert_problem
-from harness.processes import Gunicorn
+from harness.processes import Gunicorn, issue_token
 from openapi import build_document
 from settings import load_settings
 
@@ -59,28 +59,31 @@ def test_json_nested_to_the_limit_is_still_validated(client):
     assert assert_problem(result, 422)["errors"] == [{"field": "username", "message": "must be of type string"}]
 
 
+ODD_JSON = [
+    ("1500 unknown fields", "{" + ",".join(f'"k{i}":1' for i in range(1500)) + ',"username":"many"}', 422),
+    ("a 16000-character full_name", json.dumps({"username": "long", "full_name": "x" * 16000}), 422),
+    ("a 5000-element array", '{"username":[' + ",".join(["0"] * 5000) + "]}", 422),
+    ("5000 escaped NULs", '{"username":"nul","full_name":"' + "\\u0000" * 2600 + '"}', 422),
+    ("a 10000-digit integer", '{"username":' + "9" * 10000 + "}", 400),
+    ("1e999999", '{"username":1e999999}', 400),
+    ("NaN", '{"username":NaN}', 400),
+    ("a lone surrogate", '{"username":"ok","full_name":"\\ud800"}', 400),
+    ("16 KiB of whitespace", " " * LIMIT, 400),
+    ("a UTF-8 BOM", "\ufeff" + '{"username":"bom"}', 400),
+    ("UTF-16", '{"username":"u16"}'.encode("utf-16"), 400),
+    ("invalid UTF-8", b'{"username":"\xff\xfe"}', 400),
+    ("a JSON string", '"username"', 422),
+    ("a JSON array", '[{"username":"inarray"}]', 422),
+    ("null", "null", 422),
+    ("two documents", '{"username":"one"}{"username":"two"}', 400),
+    ("a trailing comma", '{"username":"comma",}', 400),
+    ("comments", '{"username":"c" /* hi */}', 400),
+]
+
+
 @pytest.mark.parametrize(
     "label, document, status",
-    [
-        ("1500 unknown fields", "{" + ",".join(f'"k{i}":1' for i in range(1500)) + ',"username":"many"}', 422),
-        ("a 16000-character full_name", json.dumps({"username": "long", "full_name": "x" * 16000}), 422),
-        ("a 5000-element array", '{"username":[' + ",".join(["0"] * 5000) + "]}", 422),
-        ("5000 escaped NULs", '{"username":"nul","full_name":"' + "\\u0000" * 2600 + '"}', 422),
-        ("a 10000-digit integer", '{"username":' + "9" * 10000 + "}", 400),
-        ("1e999999", '{"username":1e999999}', 400),
-        ("NaN", '{"username":NaN}', 400),
-        ("a lone surrogate", '{"username":"ok","full_name":"\\ud800"}', 400),
-        ("16 KiB of whitespace", " " * LIMIT, 400),
-        ("a UTF-8 BOM", "\ufeff" + '{"username":"bom"}', 400),
-        ("UTF-16", '{"username":"u16"}'.encode("utf-16"), 400),
-        ("invalid UTF-8", b'{"username":"\xff\xfe"}', 400),
-        ("a JSON string", '"username"', 422),
-        ("a JSON array", '[{"username":"inarray"}]', 422),
-        ("null", "null", 422),
-        ("two documents", '{"username":"one"}{"username":"two"}', 400),
-        ("a trailing comma", '{"username":"comma",}', 400),
-        ("comments", '{"username":"c" /* hi */}', 400),
-    ],
+    ODD_JSON,
     ids=lambda item: item if isinstance(item, str) and len(item) < 40 and item[:1].isalnum() else "",
 )
 def test_huge_or_odd_json_within_the_limit_is_a_4xx(client, label, document, status, users):
@@ -378,7 +381,8 @@ def test_a_503_is_problem_json_whatever_the_accept_header(dead_client, accept):
 @pytest.fixture(scope="module")
 def http_server(database_url, tmp_path_factory):
     log = tmp_path_factory.mktemp("hostile") / "gunicorn.log"
-    with Gunicorn({"DATABASE_URL": database_url, "WEB_THREADS": "4"}, "--workers", "2", log_path=log) as server:
+    token = issue_token(database_url)
+    with Gunicorn({"DATABASE_URL": database_url, "WEB_THREADS": "4"}, "--workers", "2", log_path=log, token=token) as server:
         yield server
     assert "unhandled error" not in server.log(), server.log()[-3000:]
 
@@ -461,9 +465,14 @@ WIRE_CASES = [
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("with_token", [True, False], ids=["token", "no token"])
 @pytest.mark.parametrize("label, head, pieces, half_close, status", WIRE_CASES, ids=[case[0] for case in WIRE_CASES])
-def test_bodies_and_methods_over_the_wire(http_server, label, head, pieces, half_close, status):
+def test_bodies_and_methods_over_the_wire(http_server, label, head, pieces, half_close, status, with_token):
     workers = http_server.worker_pids()
+    if with_token:
+        head = head.replace(b"\r\n", f"\r\nAuthorization: Bearer {http_server.token}\r\n".encode(), 1)
+    elif head.startswith((b"POST ", b"PATCH ")):
+        status = 401  # refused before a byte of the body is read, whatever the body
     answer, headers, payload, seconds = _exchange(http_server.port, head, pieces, half_close)
     expected = status if isinstance(status, set) else {status}
     assert answer in expected, (label, answer, payload[:200])
@@ -507,3 +516,20 @@ def test_requests_gunicorn_rejects_get_a_prompt_4xx(http_server, label, head, st
 def test_requests_gunicorn_rejects_are_problem_json(http_server):
     answers = [_exchange(http_server.port, head)[1].get("content-type") for _, head, _ in GUNICORN_LEVEL]
     assert answers == [PROBLEM] * len(GUNICORN_LEVEL), answers
+
+
+# ------------------------------------------------------------------ the same, without a token
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/users"), ("PATCH", "/users/1"), ("DELETE", "/users/1")])
+def test_without_a_token_every_hostile_write_is_a_401_and_changes_nothing(anonymous_client, make_user, users, method, path):
+    make_user("target")
+    bodies = [document for _, document, _ in ODD_JSON]
+    bodies += [_nested(depth, shape) for depth in (33, 1100) for shape in ("array", "in-username", "objects")]
+    bodies += [orjson.dumps({field: value}) for field, value, _ in STRING_CASES]
+    bodies += [b"x" * (LIMIT + 1)]
+    for body in bodies:
+        result = post(anonymous_client, body, method=method, path=path)
+        assert_problem(result, 401)
+        assert result.headers["www-authenticate"] == 'Bearer realm="orgapi"'
+    assert users.count() == 1 and users.get(1)[0]["username"] == "target"

@@ -50,10 +50,21 @@ def database_url():
         yield url
 
 
+@pytest.fixture(scope="module")
+def token(database_url):
+    """An API token made by the image's own script, as an operator makes one."""
+    created = run_once(
+        "python", "-m", "scripts.tokens", "create", "--name", "image-test", "--scope", "users:write", env={"DATABASE_URL": database_url}
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    return created.stdout.strip()
+
+
 class Container:
     """One detached container of the image serving on a free loopback port."""
 
     def __init__(self, database_url: str, **env: str) -> None:
+        self.token = ""
         self.name = f"orgapi-test-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.env = {"DATABASE_URL": database_url, "PORT": str(self.port), **env}
@@ -85,8 +96,9 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def container(database_url):
+def container(database_url, token):
     running = Container(database_url, WEB_CONCURRENCY="2").start()
+    running.token = token
     yield running
     running.remove()
 
@@ -94,7 +106,7 @@ def container(database_url):
 def call(container: Container, method: str, path: str, body: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if body is not None else {}
-    status, _, raw = request(container.port, method, path, data, headers)
+    status, _, raw = request(container.port, method, path, data, {**headers, "Authorization": f"Bearer {container.token}"})
     return status, json.loads(raw) if raw else None
 
 
@@ -107,6 +119,8 @@ def test_the_api_answers_through_the_container(container):
     assert status == 200 and page == [created]
     status, problem = call(container, "POST", "/users", {"username": "in-a-box"})
     assert status == 409, problem
+    status, _, _ = request(container.port, "POST", "/users", b'{"username": "no-token"}', {"Content-Type": "application/json"})
+    assert status == 401  # writes need a token in the image too
 
 
 def test_port_and_workers_come_from_the_environment(container):
@@ -127,13 +141,15 @@ def test_the_health_check_answers(container):
     assert health.returncode == 0, health.stdout + health.stderr
 
 
-def test_sigterm_stops_it_within_cloud_runs_ten_seconds(database_url):
+def test_sigterm_stops_it_within_cloud_runs_ten_seconds(database_url, token):
     # A client that sent its headers but holds back its body keeps a request in flight
     # for CLIENT_TIMEOUT (30 s here): only the image's graceful timeout bounds the stop.
     server = Container(database_url, WEB_CONCURRENCY="1", CLIENT_TIMEOUT="30").start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as stalled:
-            stalled.sendall(b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{")
+            head = f"POST /users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            head += "Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+            stalled.sendall(head.encode())
             time.sleep(0.5)
             began = time.monotonic()
             stopped = podman("stop", "--time", "30", server.name, timeout=60)

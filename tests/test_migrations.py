@@ -13,8 +13,9 @@ from falcon import testing
 import migrations
 from app import create_app
 from database import Database
-from harness.checks import assert_problem
+from harness.checks import UNKNOWN_TOKEN, assert_problem, bearer
 from models import User
+from tokens import READ, TokenStore
 
 LEGACY_SCHEMA = Path(__file__).parent / "data" / "legacy_schema.sql"
 QUIET = {"report": lambda line: None}
@@ -142,7 +143,7 @@ def test_misnumbered_migrations_are_refused(tmp_path, files, message):
 
 
 def test_a_service_on_an_unmigrated_database_says_which_command_to_run(empty_db, settings):
-    client = testing.TestClient(create_app(replace(settings, database_url=empty_db.url)))
+    client = testing.TestClient(create_app(replace(settings, database_url=empty_db.url)), headers=bearer(UNKNOWN_TOKEN))
     for path in ("/readyz", "/users", "/users/1"):
         result = client.simulate_get(path)
         body = assert_problem(result, 503)
@@ -152,14 +153,18 @@ def test_a_service_on_an_unmigrated_database_says_which_command_to_run(empty_db,
 
     migrations.apply(empty_db, **QUIET)
     assert client.simulate_get("/readyz").status_code == 200  # no restart needed
-    assert client.simulate_get("/users").json == []
+    token = TokenStore(empty_db).create("test", [READ])[1]
+    assert client.simulate_get("/users", headers=bearer(token)).json == []
 
 
 def test_a_schema_behind_the_code_names_both_versions(empty_db, settings, tmp_path):
     first = sorted(migrations.FOLDER.glob("0001_*.sql"))[0]
     (tmp_path / first.name).write_text(first.read_text())
     migrations.apply(empty_db, tmp_path, **QUIET)
-    body = assert_problem(testing.TestClient(create_app(replace(settings, database_url=empty_db.url))).simulate_get("/users"), 503)
+    body = assert_problem(
+        testing.TestClient(create_app(replace(settings, database_url=empty_db.url)), headers=bearer(UNKNOWN_TOKEN)).simulate_get("/users"),
+        503,
+    )
     assert f"is at schema version 1; this code needs version {migrations.latest()}" in body["detail"]
 
 

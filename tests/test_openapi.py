@@ -18,7 +18,9 @@ from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate as validate_spec
 
+from harness.checks import UNKNOWN_TOKEN, bearer
 from openapi import build_document
+from tokens import METRICS, READ, TokenStore
 
 HOST = "http://localhost"
 JSON = "application/json"
@@ -65,7 +67,8 @@ class Exchange:
 
 
 def send(client, method: str, path: str, *, query=None, headers=None, document=None, body=None, content_type=JSON) -> Exchange:
-    headers = dict(headers or {})
+    # The client's own headers (its bearer token) are part of the request the document must describe.
+    headers = {**(client._default_headers or {}), **(headers or {})}
     if document is not None:
         body = json.dumps(document).encode()
     if body is not None and content_type is not None:
@@ -275,6 +278,46 @@ def test_real_exchanges_match_the_document(client, document, spec, settings):
     assert any(exchange.status == 304 and exchange.result.content == b"" for _, exchange, _ in exchanges)
 
 
+def auth_scenarios(client, anonymous_client, db) -> list[tuple[str, Exchange, bool | None]]:
+    """Each protected operation without a token, with a forged one, and with one lacking its scope."""
+
+    def holding(*scopes: str):
+        return testing.TestClient(client.app, headers=bearer(TokenStore(db).create("scoped", list(scopes))[1]))
+
+    reader, watcher, forged = holding(READ), holding(METRICS), testing.TestClient(client.app, headers=bearer(UNKNOWN_TOKEN))
+    amy = user_fixture(client, "amy")
+    amy_path = f"/users/{amy['id']}"
+    exchanges = []
+    for operation, method, path, document, lacking in [
+        ("listUsers", "GET", "/users", None, watcher),
+        ("getUser", "GET", amy_path, None, watcher),
+        ("createUser", "POST", "/users", {"username": "eve"}, reader),
+        ("updateUser", "PATCH", amy_path, {"full_name": "x"}, reader),
+        ("deleteUser", "DELETE", amy_path, None, reader),
+        ("metrics", "GET", "/metrics", None, reader),
+    ]:
+        exchanges += [
+            (operation, send(anonymous_client, method, path, document=document), False),
+            (operation, send(forged, method, path, document=document), None),
+            (operation, send(lacking, method, path, document=document), None),
+        ]
+    return exchanges + [
+        ("getUser", send(reader, "GET", amy_path), True),
+        ("metrics", send(watcher, "GET", "/metrics"), True),
+        ("liveness", send(anonymous_client, "GET", "/healthz"), True),
+        ("openapi", send(anonymous_client, "GET", "/openapi.json"), True),
+    ]
+
+
+def test_refusals_for_want_of_a_token_or_scope_match_the_document(client, anonymous_client, db, document, spec):
+    exchanges = auth_scenarios(client, anonymous_client, db)
+    covered = check_exchanges(document, spec, exchanges)
+    assert {("listUsers", "401"), ("createUser", "403"), ("metrics", "403"), ("metrics", "200")} <= covered
+    for _, exchange, _ in exchanges:
+        if exchange.status == 401:
+            assert exchange.result.headers["www-authenticate"].startswith("Bearer")
+
+
 def test_exchanges_without_a_database_match_the_document(dead_client):
     # Not the `document` fixture: its app would rebind the process-wide database.
     document = dead_client.simulate_get("/openapi.json").json
@@ -287,7 +330,7 @@ def test_exchanges_without_a_database_match_the_document(dead_client):
             assert exchange.result.headers["retry-after"] == "1"
 
 
-def test_every_documented_status_is_exercised(client, dead_client, document):
+def test_every_documented_status_is_exercised(client, anonymous_client, db, dead_client, document):
     documented = {
         (operation["operationId"], status)
         for item in document["paths"].values()
@@ -298,7 +341,8 @@ def test_every_documented_status_is_exercised(client, dead_client, document):
     }
     live = {(operation, str(exchange.status)) for operation, exchange, _ in scenarios(client)}
     dead = {(operation, str(exchange.status)) for operation, exchange, _ in dead_scenarios(dead_client)}
-    assert documented - live - dead == set()
+    refused = {(operation, str(exchange.status)) for operation, exchange, _ in auth_scenarios(client, anonymous_client, db)}
+    assert documented - live - dead - refused == set()
 
 
 # ---------------------------------------------------------------- the checks can fail
@@ -331,7 +375,7 @@ def test_openapi_document_is_served(client, settings):
     assert result.headers["content-type"] == JSON
     document = result.json
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {"/users", "/users/{user_id}", "/healthz", "/readyz", "/openapi.json"}
+    assert set(document["paths"]) == {"/users", "/users/{user_id}", "/healthz", "/readyz", "/openapi.json", "/metrics"}
     limit = document["paths"]["/users"]["get"]["parameters"][0]
     assert limit["schema"]["maximum"] == settings.page_max
     assert limit["schema"]["default"] == settings.page_default

@@ -13,18 +13,22 @@ from collections import Counter
 import pytest
 from falcon import testing
 
+from harness.checks import bearer
+from tokens import WRITE, TokenStore
+
 THREADS = 16
 JSON = {"Content-Type": "application/json"}
 
 
 def race(app, db, send, threads: int = THREADS) -> list:
     """Run `send(client, index)` in `threads` threads released together; the results by index."""
+    headers = bearer(TokenStore(db).create("race", [WRITE])[1])
     barrier = threading.Barrier(threads)
     results: list = [None] * threads
     failures: list[BaseException] = []
 
     def run(index: int) -> None:
-        client = testing.TestClient(app)
+        client = testing.TestClient(app, headers=headers)
         try:
             db.ping()  # connect now: the requests race, not the connection set-up
             barrier.wait(timeout=30)

@@ -15,6 +15,7 @@ import migrations
 from database import parse_url
 from harness.processes import PROJECT_ROOT, free_port
 from models import User, unique_index_fields
+from tokens import TOKEN
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -34,7 +35,9 @@ def db_env(database_url, app):
     return {"DATABASE_URL": database_url}
 
 
-@pytest.mark.parametrize("script", ["scripts.migrate", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune", "scripts.serve"])
+@pytest.mark.parametrize(
+    "script", ["scripts.migrate", "scripts.seed_users", "scripts.embedded_db", "scripts.pgtune", "scripts.serve", "scripts.tokens"]
+)
 def test_every_script_explains_its_options(script):
     result = run(script, "--help")
     assert result.returncode == 0, result.stderr
@@ -135,3 +138,31 @@ def test_serve_refuses_a_bad_web_concurrency_in_one_line(value):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("orgapi: configuration error: WEB_CONCURRENCY="), result.stderr
+
+
+def test_tokens_are_created_listed_and_revoked_as_the_readme_shows(db_env, client, anonymous_client):
+    created = run("scripts.tokens", "create", "--name", "ci", "--scope", "users:write", env=db_env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("orgapi_") and len(token.splitlines()) == 1
+    assert "shown only now" in created.stderr
+    headers = {"Authorization": f"Bearer {token}"}
+    assert anonymous_client.simulate_post("/users", json={"username": "from-ci"}, headers=headers).status_code == 201
+
+    listed = run("scripts.tokens", "list", env=db_env)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if " ci " in line]
+    token_id = token.split("_")[1]
+    assert line.split()[:3] == [token_id, "ci", "users:write"]
+    assert TOKEN.fullmatch(token)[2] not in listed.stdout  # the secret is never shown again
+
+    revoked = run("scripts.tokens", "revoke", token_id, env=db_env)
+    assert revoked.returncode == 0 and f"revoked token {token_id}" in revoked.stdout
+    again = run("scripts.tokens", "revoke", token_id, env=db_env)
+    assert again.returncode != 0 and "no unrevoked token" in again.stderr
+    assert "UTC" in run("scripts.tokens", "list", env=db_env).stdout.splitlines()[-1].split("users:write")[1]
+
+
+def test_tokens_refuse_an_unknown_scope(db_env):
+    result = run("scripts.tokens", "create", "--name", "x", "--scope", "users:admin", env=db_env)
+    assert result.returncode != 0 and "invalid choice" in result.stderr

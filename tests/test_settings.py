@@ -13,6 +13,9 @@ def test_defaults_work_on_a_fresh_machine():
     assert settings.port == 8000
     assert (settings.page_default, settings.page_max) == (100, 1000)
     assert settings.statement_timeout_ms < settings.worker_timeout * 1000
+    operations = settings.operations
+    assert (operations.read_access, operations.token_cache_seconds, operations.log_format) == ("token", 10, "text")
+    assert operations.metrics and not operations.jwt_enabled and operations.metrics_dir is None
 
 
 def test_values_come_from_the_environment():
@@ -46,6 +49,12 @@ def test_values_come_from_the_environment():
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not one of"),
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG='maybe' is not a boolean"),
         ({"EMBEDDED_DATABASE": "false"}, "DATABASE_URL is not set"),
+        ({"READ_ACCESS": "everyone"}, "READ_ACCESS='everyone' is not one of public, token"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not one of text, json"),
+        ({"TOKEN_CACHE_SECONDS": "-1"}, "TOKEN_CACHE_SECONDS=-1 is outside 0..3600"),
+        ({"METRICS": "sometimes"}, "METRICS='sometimes' is not a boolean"),
+        ({"JWT_JWKS_URL": "ftp://idp/jwks", "JWT_ISSUER": "i", "JWT_AUDIENCE": "a"}, "JWT_JWKS_URL must be an http:// or https:// URL"),
+        ({"JWT_JWKS_URL": "https://idp/jwks", "JWT_JWKS_FILE": "/k.json"}, "set JWT_JWKS_URL or JWT_JWKS_FILE, not both"),
     ],
 )
 def test_a_bad_value_names_the_variable(env, message):

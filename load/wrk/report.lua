@@ -1,4 +1,9 @@
--- Shared by every wrk run of the lab: prints one JSON line with the figures the lab reads.
+-- Shared by every wrk run of the lab: the API token (AUTH_TOKEN) on every request, and one
+-- JSON line at the end with the figures the lab reads.
+local token = os.getenv("AUTH_TOKEN")
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
 done = function(summary, latency, requests)
   local errors = summary.errors
   io.write(string.format(

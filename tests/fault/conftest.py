@@ -19,7 +19,7 @@ import pytest
 import migrations
 from database import Database
 from harness.pgcluster import PostgresCluster
-from harness.processes import Gunicorn
+from harness.processes import Gunicorn, issue_token
 
 _MEASUREMENTS: list[tuple[str, dict]] = []
 
@@ -85,10 +85,12 @@ BASE_ENV = {
 def serve(fault_db, tmp_path):
     """Start real gunicorn (2 workers unless told) on the test's database; stopped afterwards."""
     servers: list[Gunicorn] = []
+    token = issue_token(fault_db.url)  # now, while the database is surely up: some tests stop it first
 
     def start(env: dict[str, str] | None = None, *args: str, workers: int = 2) -> Gunicorn:
         full_env = {**BASE_ENV, "DATABASE_URL": fault_db.url, **(env or {})}
-        server = Gunicorn(full_env, "--workers", str(workers), *args, log_path=tmp_path / f"gunicorn-{len(servers)}.log")
+        log_path = tmp_path / f"gunicorn-{len(servers)}.log"
+        server = Gunicorn(full_env, "--workers", str(workers), *args, log_path=log_path, token=token)
         servers.append(server)
         return server.start("/healthz")  # waits for every worker, not just the first
 

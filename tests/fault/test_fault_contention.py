@@ -29,6 +29,7 @@ from harness.load import (
     send,
     wait_for,
 )
+from harness.processes import with_token
 
 pytestmark = pytest.mark.e2e
 
@@ -164,8 +165,10 @@ def _trickle_post(port: int, body: bytes, seconds: float, chunked: bool) -> tupl
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+        authorization = with_token(port, {})["Authorization"]
         sock.sendall(
-            f"POST /users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n".encode()
+            f"POST /users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}\r\n"
+            f"Authorization: {authorization}\r\nConnection: close\r\n\r\n".encode()
         )
         for index in range(len(body)):
             piece = body[index : index + 1]

@@ -30,6 +30,7 @@ from harness.load import (
     send,
     wait_for,
 )
+from harness.processes import with_token
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +62,7 @@ def test_worker_killed_mid_request(cluster, fault_db, serve, measure):
 
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     sent = {"username": "victim", "email": "victim@example.org", "full_name": "Vic Tim"}
-    conn.request("POST", "/users", json.dumps(sent).encode(), JSON)
+    conn.request("POST", "/users", json.dumps(sent).encode(), with_token(server.port, JSON))
     client_port = conn.sock.getsockname()[1]
     victim = wait_for(lambda: _worker_serving(server, client_port), 5, 0.02, "the request reaching a worker")
     wait_for(lambda: _waiting_on_locks(fault_db) == 1, 5, 0.02, "the INSERT waiting inside PostgreSQL")
