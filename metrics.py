@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -33,7 +34,9 @@ DATABASE_TIME = Histogram(
     ["route"],
     buckets=DATABASE_BUCKETS,
 )
-DATABASE_ERRORS = Counter("orgapi_database_errors", "Failed database calls, by error class.", ["kind"])
+DATABASE_ERRORS = Counter(
+    "orgapi_database_errors", "Failed statements, by kind: timeout, deadlock, serialization, or the error class.", ["kind"]
+)
 RECONNECTS = Counter("orgapi_database_reconnects", "Connections opened to replace one discarded after an error.")
 WORKER_RESTARTS = Counter("orgapi_worker_restarts", "Workers started to replace one that exited (recycled, crashed or timed out).")
 
@@ -65,12 +68,13 @@ def start_request() -> None:
 class InstrumentedDatabase(Database):
     """The service's database, counting its time per request, its errors and its reconnects."""
 
-    def execute_sql(self, sql: str, params: Any = None) -> Any:
+    def _run(self, attempt: Callable[[], Any], read: bool) -> Any:
+        # Every statement passes here (plain, prepared, or a peewee query), with its one retry.
         started = time.perf_counter()
         try:
-            return super().execute_sql(sql, params)
+            return super()._run(attempt, read)
         except Exception as exc:
-            DATABASE_ERRORS.labels(type(exc).__name__).inc()
+            DATABASE_ERRORS.labels(getattr(exc, "reason", None) or type(exc).__name__).inc()
             raise
         finally:
             _request.database_seconds = getattr(_request, "database_seconds", 0.0) + time.perf_counter() - started

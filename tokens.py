@@ -64,7 +64,7 @@ class TokenStore:
         if match is None:
             return None
         token_id = int(match[1])
-        row = self.db.run_prepared(self._find, (token_id,)).fetchone()
+        row = self.db.run_prepared(self._find, (token_id,), read=True).fetchone()
         expected = bytes(row[0]) if row else _NO_DIGEST
         if not hmac.compare_digest(_digest(match[2]), expected) or row is None:
             return None

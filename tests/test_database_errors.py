@@ -21,7 +21,7 @@ from falcon import testing
 import migrations
 from app import create_app
 from database import Database, Misconfigured, StatementFailed, admin_connection, parse_url
-from harness.checks import assert_problem
+from harness.checks import UNKNOWN_TOKEN, assert_problem, bearer
 
 
 def _url_with(database_url: str, **changes: str) -> str:
@@ -33,7 +33,8 @@ def _url_with(database_url: str, **changes: str) -> str:
 def test_a_misconfiguration_is_named_logged_once_and_not_called_an_outage(settings, database_url, caplog, wrong):
     missing = f"orgapi_missing_{uuid.uuid4().hex[:8]}"
     url = _url_with(database_url, **{wrong: missing})
-    client = testing.TestClient(create_app(replace(settings, database_url=url)))
+    # A well-formed token: checking it meets the misconfiguration first, as the query would.
+    client = testing.TestClient(create_app(replace(settings, database_url=url)), headers=bearer(UNKNOWN_TOKEN))
     with caplog.at_level(logging.INFO, logger="orgapi"):
         for path in ("/readyz", "/users", "/users/1", "/readyz"):
             result = client.simulate_get(path)
@@ -45,9 +46,9 @@ def test_a_misconfiguration_is_named_logged_once_and_not_called_an_outage(settin
     assert len(said) == 1 and said[0].levelno == logging.ERROR, [record.getMessage() for record in said]
 
 
-def test_a_statement_timeout_is_its_own_503_and_keeps_the_connection(settings, db, make_user, database_url):
+def test_a_statement_timeout_is_its_own_503_and_keeps_the_connection(settings, db, make_user, database_url, token):
     make_user("amy")
-    client = testing.TestClient(create_app(replace(settings, statement_timeout_ms=300)))
+    client = testing.TestClient(create_app(replace(settings, statement_timeout_ms=300)), headers=bearer(token))
     assert client.simulate_get("/users").status_code == 200
     with admin_connection(database_url) as locker, locker.cursor() as cursor:
         cursor.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")

@@ -122,7 +122,7 @@ def test_a_misconfigured_database_is_said_at_start_and_named_by_readyz(database_
     with Gunicorn({"DATABASE_URL": url}, "--workers", "2", log_path=tmp_path / "g.log") as server:
         for _ in range(10):
             for path in ("/readyz", "/users"):
-                status, headers, body = request(server.port, "GET", path)
+                status, headers, body = request(server.port, "GET", path, headers=bearer(UNKNOWN_TOKEN))
                 assert status == 503 and "retry-after" not in headers, (path, headers, body)
                 assert f'database \\"{missing}\\" does not exist' in body.decode(), body
         log = server.log()

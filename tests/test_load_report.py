@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.checks import UNKNOWN_TOKEN
 from harness.processes import PROJECT_ROOT, Gunicorn, free_port
 from load import compare, report_check
 
@@ -50,7 +51,8 @@ def failed_run(tmp_path_factory):
         "-o",
         f"settings.artifacts-dir={folder / 'run'}",
     ]
-    env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": "20"}
+    # A well-formed token: checking it needs the database, so the data requests meet its outage (503).
+    env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{server.port}", "LOAD_MAX_USER_ID": "20", "AUTH_TOKEN": UNKNOWN_TOKEN}
     try:
         done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
     finally:

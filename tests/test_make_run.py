@@ -64,7 +64,19 @@ def test_make_run_logs_a_real_url_and_stops_on_ctrl_c_leaving_the_database_runni
     try:
         first_log = tmp_path / "make-run.log"
         make = _serve(["make", "run"], env, first_log)
-        _wait_for(make, port, first_log, "/users?limit=5")
+        _wait_for(make, port, first_log, "/readyz")
+        # The quick start's next step: a token, then the users.
+        created = subprocess.run(
+            [sys.executable, "-m", "scripts.tokens", "create", "--name", "me", "--scope", "users:write"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+        assert request(port, "GET", "/users?limit=5", headers=headers)[0] == 200
         seconds = _ctrl_c(make)
         log = first_log.read_text()
         assert "started the embedded PostgreSQL" in log  # by the migrations, before gunicorn

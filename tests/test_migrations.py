@@ -15,7 +15,7 @@ from app import create_app
 from database import Database
 from harness.checks import UNKNOWN_TOKEN, assert_problem, bearer
 from models import User
-from tokens import READ, TokenStore
+from tokens import READ, WRITE, TokenStore
 
 LEGACY_SCHEMA = Path(__file__).parent / "data" / "legacy_schema.sql"
 QUIET = {"report": lambda line: None}
@@ -196,7 +196,8 @@ def test_the_email_rule_migration_keeps_every_row_and_value(empty_db, settings, 
     assert empty_db.execute_sql("SELECT * FROM users ORDER BY id").fetchall() == before
     # The index now compares as the rule says: the NFC spelling of a stored NFD address, or "K"
     # for a stored KELVIN SIGN, is the same address.
-    client = testing.TestClient(create_app(replace(settings, database_url=empty_db.url)))
+    token = TokenStore(empty_db).create("test", [WRITE])[1]
+    client = testing.TestClient(create_app(replace(settings, database_url=empty_db.url)), headers=bearer(token))
     for address in ("2.zo\u00eb@example.org", "3.KELVIN@example.org", "1.MIXED.case@example.org"):
         result = client.simulate_post("/users", json={"username": "newcomer", "email": address})
         assert result.status_code == 409, (address, result.text)

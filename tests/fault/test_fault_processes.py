@@ -267,7 +267,7 @@ def test_stopping_still_answers_a_kept_alive_connection(fault_db, serve, stop):
         assert conn.getresponse().read() == b'{"status":"ok"}'
         stop(server)
         time.sleep(0.3)
-        conn.request("GET", "/users?limit=1")
+        conn.request("GET", "/users?limit=1", headers=with_token(server.port, {}))
         response = conn.getresponse()
         assert response.status == 200 and response.getheader("connection") == "close"
         response.read()
