@@ -41,6 +41,7 @@ def service_database(settings: Settings) -> Database:
         statement_timeout_ms=settings.statement_timeout_ms,
         connect_timeout=settings.connect_timeout,
         schema_version=migrations.latest(),
+        prepared_statements=settings.prepared_statements,
     )
 
 

@@ -175,7 +175,15 @@ class Database(PostgresqlDatabase):
     None (scripts, migrations) skips the check.
     """
 
-    def __init__(self, url: str, *, statement_timeout_ms: int = 0, connect_timeout: int = 5, schema_version: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        statement_timeout_ms: int = 0,
+        connect_timeout: int = 5,
+        schema_version: int | None = None,
+        prepared_statements: bool = True,
+    ) -> None:
         params: dict[str, Any] = {
             "connect_timeout": connect_timeout,
             "application_name": "orgapi",
@@ -191,7 +199,9 @@ class Database(PostgresqlDatabase):
         super().__init__(params.pop("dbname", params.get("user", "postgres")), **params)
         self.url = url
         self.schema_version = schema_version
-        self._statements: dict[str, tuple[str, str]] = {}
+        # False behind a transaction pooler (PgBouncer): PREPARE is session state it would lose.
+        self.prepared_statements = prepared_statements
+        self._statements: dict[str, tuple[str, str, str]] = {}
         self._registering = threading.Lock()
 
     def prepare(self, name: str, sql: str) -> str:
@@ -205,12 +215,15 @@ class Database(PostgresqlDatabase):
             self._statements[name] = (
                 f"PREPARE {name} AS {numbered}",
                 f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}",
+                sql,
             )
         return name
 
     def run_prepared(self, name: str, params: tuple, *, read: bool = False) -> Any:
         """Execute a statement registered with `prepare`; its cursor. `read`: see `execute_sql`."""
-        prepare, execute = self._statements[name]
+        prepare, execute, plain = self._statements[name]
+        if not self.prepared_statements:
+            return self.execute_sql(plain, params, read=read)
 
         def attempt() -> Any:
             state = self._thread_state

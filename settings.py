@@ -6,6 +6,7 @@ naming the variable, and entry points turn that into one line and a non-zero exi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ class Settings:
     log_level: str
     access_log: bool
     operations: Operations
+    trusted_proxies: str
+    prepared_statements: bool
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -104,6 +107,16 @@ def _database_url(env: Mapping[str, str], name: str) -> str | None:
         database.check_url(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} is not a valid PostgreSQL URL: {exc}") from None
+    return raw
+
+
+def _addresses(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    for part in filter(None, (item.strip() for item in raw.split(","))):
+        try:
+            ipaddress.ip_network(part)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an IP address or network") from None
     return raw
 
 
@@ -149,6 +162,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_integer(env, "MAX_BODY_BYTES", 16 * 1024, 256, 64 * 1024 * 1024),
         log_level=log_level,
         access_log=_boolean(env, "ACCESS_LOG", False),
+        trusted_proxies=_addresses(env, "TRUSTED_PROXIES"),
+        prepared_statements=_boolean(env, "DB_PREPARED_STATEMENTS", True),
         operations=load_operations(env),
     )
 
