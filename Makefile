@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev install-load run lint test test-all test-image image stop-db load load-500 load-smoke capacity sweep bench pgtune clean
+.PHONY: install install-dev install-load install-cluster run lint test test-all test-image test-cluster test-cluster-slow image cluster cluster-down cluster-status cluster-diagram cluster-bench stop-db load load-500 load-smoke capacity sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ lint: install-dev
 ## test: lint, then the default test suite (embedded PostgreSQL, plus TEST_DATABASE_URL when set); the load report's test runs bzt
 test: lint install-load
 	$(BIN)/python -m pytest
+
+## test-cluster: the topology's CI smoke (root; installs the engines first)
+test-cluster: install-dev install-cluster
+	$(BIN)/python -m pytest -m "cluster and not slow" tests/topology
+
+## test-cluster-slow: the topology's long tests (slow clients in numbers, rolling restart)
+test-cluster-slow: install-dev install-cluster
+	$(BIN)/python -m pytest -m "cluster and slow" tests/topology -s
 
 ## test-all: also the long, marked tests (soak, sweeps)
 test-all: lint install-load
@@ -82,6 +90,44 @@ image: install
 test-image: image install-dev
 	$(BIN)/python -m pytest -m image tests/test_image.py
 
+# The topology's engines: Debian's packages (as root, once) and Patroni in its own virtualenv.
+CLUSTER_PACKAGES := nginx haproxy pgbouncer etcd-server etcd-client python3-venv
+PATRONI_VENV := .venv-patroni
+
+/usr/sbin/haproxy /usr/sbin/pgbouncer /usr/bin/etcd:
+	@# Debian's packages start their services on install unless told not to: policy-rc.d 101 stops that.
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 $(CLUSTER_PACKAGES) >/dev/null
+
+$(PATRONI_VENV)/.installed: requirements-cluster.txt | /usr/sbin/haproxy /usr/sbin/pgbouncer /usr/bin/etcd
+	/usr/bin/python3 -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/pip install --quiet -r requirements-cluster.txt
+	touch $@
+
+## install-cluster: HAProxy, nginx, PgBouncer, etcd (Debian) and Patroni (PyPI, .venv-patroni)
+install-cluster: install $(PATRONI_VENV)/.installed
+
+## cluster: the whole topology in network namespaces (root); prints the front's URL last
+cluster: install-cluster
+	$(BIN)/python -m cluster up
+
+## cluster-down: stop and remove everything `make cluster` made
+cluster-down:
+	$(BIN)/python -m cluster down
+
+## cluster-diagram: redraw docs/topology.svg and .png (Graphviz)
+cluster-diagram: install
+	command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
+	$(BIN)/python -m cluster.diagram
+
+## cluster-bench: pooling options and HAProxy vs nginx, measured in one run (a few minutes)
+cluster-bench: install-dev install-cluster
+	$(BIN)/python -m cluster.bench
+
+## cluster-status: app hosts up at the front, database roles
+cluster-status:
+	$(BIN)/python -m cluster status
+
 stop-db: install
 	$(BIN)/python -m scripts.embedded_db stop
 
@@ -89,4 +135,4 @@ pgtune: install
 	$(BIN)/python -m scripts.pgtune
 
 clean:
-	rm -rf $(VENV) $(LOAD_VENV) load/results reports/tmp
+	rm -rf $(VENV) $(LOAD_VENV) $(PATRONI_VENV) load/results reports/tmp

@@ -48,6 +48,10 @@ logger_class = logs.GunicornLogger
 logs.GunicornLogger.log_format = _settings.operations.log_format
 proc_name = "orgapi"
 
+if _settings.trusted_proxies:
+    # Behind the front (cluster/), which sets X-Forwarded-For: X-Forwarded-* count only from it.
+    forwarded_allow_ips = _settings.trusted_proxies
+
 # No control socket: its default path is per user, so two servers on one machine would clash.
 control_socket_disable = True
 

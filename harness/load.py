@@ -1,9 +1,10 @@
 """A bounded HTTP load driver for fault tests, and the checks every fault test shares.
 
 Each client thread runs requests one after another on fresh connections (timeout 5 s) to
-127.0.0.1 only, until it is told to stop or its own deadline passes. Every outcome is
-recorded (start, end, status or transport error), and every write the server
-acknowledged is remembered, so a test can count afterwards what the database kept.
+127.0.0.1, or to `host`: an address of a network namespace the test made (cluster/),
+until it is told to stop or its own deadline passes. Every outcome is recorded (start,
+end, status or transport error), and every write the server acknowledged is remembered,
+so a test can count afterwards what the database kept.
 """
 
 from __future__ import annotations
@@ -55,11 +56,18 @@ class Outcome:
 
 
 def send(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = CLIENT_TIMEOUT, op: str = ""
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = CLIENT_TIMEOUT,
+    op: str = "",
+    host: str = "127.0.0.1",
 ) -> Outcome:
     """One request on a fresh connection, never raising: the outcome, transport errors included."""
     outcome = Outcome(op or method, method, path, time.monotonic(), 0.0)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=with_token(port, headers))
         response = conn.getresponse()
@@ -144,6 +152,7 @@ class Load:
         self,
         port: int,
         *,
+        host: str = "127.0.0.1",
         clients: int = 8,
         max_seconds: float = 60.0,
         max_requests: int = 50_000,
@@ -151,6 +160,7 @@ class Load:
         mix: tuple[str, ...] = ("create", "get", "list", "patch", "get", "ready", "delete", "create"),
     ) -> None:
         self.port = port
+        self.host = host
         self.clients = clients
         self.max_seconds = max_seconds
         self.max_requests = max_requests
@@ -227,7 +237,7 @@ class Load:
                 op = "create"
             if op == "create":
                 name = f"l{self.tag}-{number}-{n}"
-                outcome = post_json(self.port, "/users", {"username": name}, op=op)
+                outcome = post_json(self.port, "/users", {"username": name}, op=op, host=self.host)
                 if outcome.status == 201:
                     uid = outcome.json()["id"]
                     mine.append(uid)
@@ -235,22 +245,22 @@ class Load:
                         ledger.created[uid] = name
             elif op == "get":
                 uid = mine[n % len(mine)]
-                outcome = send(self.port, "GET", f"/users/{uid}", op=op)
+                outcome = send(self.port, "GET", f"/users/{uid}", op=op, host=self.host)
                 self._gone(outcome, uid, mine)
             elif op == "list":
-                outcome = send(self.port, "GET", "/users?limit=5", op=op)
+                outcome = send(self.port, "GET", "/users?limit=5", op=op, host=self.host)
             elif op == "ready":
-                outcome = send(self.port, "GET", "/readyz", op=op)
+                outcome = send(self.port, "GET", "/readyz", op=op, host=self.host)
             elif op == "patch":
                 uid = mine[n % len(mine)]
                 value = f"v{number}-{n}"
-                outcome = send(self.port, "PATCH", f"/users/{uid}", json.dumps({"full_name": value}).encode(), JSON, op=op)
+                outcome = send(self.port, "PATCH", f"/users/{uid}", json.dumps({"full_name": value}).encode(), JSON, op=op, host=self.host)
                 with ledger.lock:
                     ledger.patches.setdefault(uid, []).append((value, outcome.status == 200))
                 self._gone(outcome, uid, mine)
             elif op == "delete":
                 uid = mine.pop(0)
-                outcome = send(self.port, "DELETE", f"/users/{uid}", op=op)
+                outcome = send(self.port, "DELETE", f"/users/{uid}", op=op, host=self.host)
                 if outcome.status == 404:
                     mine.append(uid)
                     self._gone(outcome, uid, mine)
