@@ -32,7 +32,7 @@ def dot_source(topology: Topology) -> str:
         '  clients -> front [label="HTTP"];',
     ]
     for app in topology.apps:
-        lines.append(f'  front -> {app} [label="HTTP + PROXY v2"];')
+        lines.append(f'  front -> {app} [label="HTTP, X-Forwarded-For"];')
         lines.append(f"  {app} -> pooler;")
     lines += [
         '  pooler -> db1 [label="primary only\\n(GET /primary = 200)"];',

@@ -32,6 +32,12 @@ def test_values_come_from_the_environment():
     assert (settings.port, settings.workers, settings.page_max, settings.page_default) == (9000, 3, 50, 10)
 
 
+def test_behind_the_front_and_the_pooler():
+    assert (load_settings({}).trusted_proxies, load_settings({}).prepared_statements) == ("", True)
+    settings = load_settings({"TRUSTED_PROXIES": "10.213.7.2, 10.0.0.0/8", "DB_PREPARED_STATEMENTS": "false"})
+    assert (settings.trusted_proxies, settings.prepared_statements) == ("10.213.7.2, 10.0.0.0/8", False)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -55,6 +61,8 @@ def test_values_come_from_the_environment():
         ({"METRICS": "sometimes"}, "METRICS='sometimes' is not a boolean"),
         ({"JWT_JWKS_URL": "ftp://idp/jwks", "JWT_ISSUER": "i", "JWT_AUDIENCE": "a"}, "JWT_JWKS_URL must be an http:// or https:// URL"),
         ({"JWT_JWKS_URL": "https://idp/jwks", "JWT_JWKS_FILE": "/k.json"}, "set JWT_JWKS_URL or JWT_JWKS_FILE, not both"),
+        ({"TRUSTED_PROXIES": "10.0.0.2, front"}, "TRUSTED_PROXIES: 'front' is not an IP address or network"),
+        ({"DB_PREPARED_STATEMENTS": "sometimes"}, "DB_PREPARED_STATEMENTS='sometimes' is not a boolean"),
     ],
 )
 def test_a_bad_value_names_the_variable(env, message):
