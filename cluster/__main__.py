@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         if running is None:
             print("down")
-            return 1
+            return 0
         print(f"front {running.url}: app hosts up {sorted(running.servers_up())}")
         for member in running.cluster_state():
             print(f"{member['name']} {member['host']}: {member['role']} {member['state']}")
