@@ -315,6 +315,18 @@ class Topology:
             capture_output=True,
         )
 
+    def seed(self, users: int) -> None:
+        """`users` users when the table is empty, as `make run` does (straight at the primary)."""
+        url = self.database_url(self.primary() or "db1")
+        subprocess.run(
+            [sys.executable, "-m", "scripts.seed_users", str(users), "--if-empty"],
+            cwd=PROJECT_ROOT,
+            check=True,
+            timeout=120,
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+        )
+
     def cluster_state(self) -> list[dict]:
         """Patroni's view of the members (name, role, state, lag), asked of any node that answers."""
         for node in ("db1", "db2"):
