@@ -58,13 +58,13 @@ $(LOAD_VENV)/.installed: requirements-load.txt
 ## install-load: Taurus and locust in their own virtualenv (bzt pins urllib3 and setuptools exactly)
 install-load: $(LOAD_VENV)/.installed
 
-## load: the 100-user Taurus ramp against a service this command starts and stops (WORKERS=N to choose)
-load: install-dev install-load
-	$(BIN)/python -m load.run $(if $(WORKERS),--workers $(WORKERS))
+## load: the 100-user Taurus ramp against a service this command starts and stops (WORKERS=N to choose; CLUSTER=1: through the front of the topology)
+load: install-dev install-load $(if $(CLUSTER),install-cluster)
+	$(BIN)/python -m load.run $(if $(WORKERS),--workers $(WORKERS)) $(if $(CLUSTER),--cluster)
 
 ## load-500: the same with 500 users
-load-500: install-dev install-load
-	$(BIN)/python -m load.run bzt-500.yml $(if $(WORKERS),--workers $(WORKERS))
+load-500: install-dev install-load $(if $(CLUSTER),install-cluster)
+	$(BIN)/python -m load.run bzt-500.yml $(if $(WORKERS),--workers $(WORKERS)) $(if $(CLUSTER),--cluster)
 
 ## load-smoke: 5 users for about 20 s (what CI runs)
 load-smoke: install-dev install-load

@@ -38,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         "--seed-users", type=int, default=10_000, help="make sure the table has at least this many users (default: %(default)s)"
     )
     parser.add_argument("--check-report", action="store_true", help="open the report in headless Chromium and fail when it did not render")
+    parser.add_argument("--cluster", action="store_true", help="through the front of the topology (cluster/, root) this command starts")
+    parser.add_argument("--app-hosts", type=int, default=2, help="with --cluster: app hosts behind the front (default: %(default)s)")
     args = parser.parse_args(argv)
     if not BZT.exists():
         raise SystemExit("error: Taurus is not installed; run `make install-load` first")
+    if args.cluster:
+        return run_on_cluster(args)
 
     settings, db = prepare_database(args.seed_users)
     url = db.url
@@ -59,6 +63,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {report.relative_to(PROJECT_ROOT)}" if report.exists() else "no report was written")
     if args.check_report:
         code = code or report_check.main([str(report)])
+    return code
+
+
+def run_on_cluster(args: argparse.Namespace) -> int:
+    """The same Taurus run through the front of a topology started (and torn down) here.
+
+    Its report has no CPU figures (they are spread over every host): `make cluster-bench` gives those.
+    """
+    from cluster.topology import Topology
+    from database import admin_connection
+
+    # Every virtual user comes from this machine's one address: no per-client rate limit.
+    with Topology(app_hosts=args.app_hosts, workers=args.workers or 2, rate_limit=100_000_000) as topology:
+        topology.seed(args.seed_users)
+        with admin_connection(topology.database_url(topology.primary() or "db1")) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT coalesce(max(id), 0) FROM users")
+            top_id = cursor.fetchone()[0]
+        server = f"the front {topology.url}: {args.app_hosts} app hosts x {topology.workers} workers, {top_id} users"
+        print(f"service: {server}", flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        context_file = RESULTS / "run-context.json"
+        context = {"workers": topology.workers, "database": "Patroni primary through PgBouncer", "server": server}
+        context_file.write_text(json.dumps(context, indent=2))
+        env = {**os.environ, "BASE_URL": topology.url, "LOAD_MAX_USER_ID": str(top_id), CONTEXT_ENV: str(context_file)}
+        code = subprocess.run([str(BZT), "bzt-config.yml", *args.overrides], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode
+    print_summary()
+    print(f"bzt exit code: {code} ({'the service held' if code == 0 else 'a pass/fail criterion failed or the run broke'})")
+    report = newest_run() / "report.html"
+    print(f"report: {report.relative_to(PROJECT_ROOT)}" if report.exists() else "no report was written")
     return code
 
 
