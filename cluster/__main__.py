@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         topology = Topology(app_hosts=args.app_hosts, workers=args.workers, rate_limit=args.rate_limit, access_log=True).up()
         topology.save()
         topology.seed(20)
+        print(f"an API token with every scope: {topology.issue_token()}", file=sys.stderr)
         print(f"up in {topology.timings} s; logs and data in {topology.workdir}; the front:", file=sys.stderr)
         print(topology.url)
         return 0

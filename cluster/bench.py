@@ -42,7 +42,7 @@ def namespace_cpu(topology: Topology, host: str) -> float:
 
 
 def wrk(url: str, seconds: int, connections: int, ids_file: Path) -> dict:
-    env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "USER_IDS_FILE": str(ids_file)}
+    env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "USER_IDS_FILE": str(ids_file), "AUTH_TOKEN": TOKEN[0]}
     command = [
         wrk_path(),
         "-t",
@@ -59,6 +59,9 @@ def wrk(url: str, seconds: int, connections: int, ids_file: Path) -> dict:
     ]
     output = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
+
+
+TOKEN = [""]  # the topology's API token, once it is up
 
 
 def measure(topology: Topology, label: str, url: str, hosts: list[str], seconds: int, connections: int, ids_file: Path) -> dict:
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True,
             timeout=300,
         )
+        TOKEN[0] = topology.issue_token("bench")
         ids_file = topology.dir("front") / "ids.txt"
         with admin_connection(topology.database_url(primary)) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT id FROM users ORDER BY random() LIMIT 10000")

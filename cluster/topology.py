@@ -327,6 +327,17 @@ class Topology:
             capture_output=True,
         )
 
+    def issue_token(self, name: str = "cluster") -> str:
+        """A new API token with every scope (as `python -m scripts.tokens create` makes one)."""
+        from database import Database
+        from tokens import SCOPES, TokenStore
+
+        db = Database(self.database_url(self.primary() or "db1"))
+        try:
+            return TokenStore(db).create(name, list(SCOPES))[1]
+        finally:
+            db.close()
+
     def cluster_state(self) -> list[dict]:
         """Patroni's view of the members (name, role, state, lag), asked of any node that answers."""
         for node in ("db1", "db2"):

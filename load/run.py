@@ -86,7 +86,13 @@ def run_on_cluster(args: argparse.Namespace) -> int:
         context_file = RESULTS / "run-context.json"
         context = {"workers": topology.workers, "database": "Patroni primary through PgBouncer", "server": server}
         context_file.write_text(json.dumps(context, indent=2))
-        env = {**os.environ, "BASE_URL": topology.url, "LOAD_MAX_USER_ID": str(top_id), CONTEXT_ENV: str(context_file)}
+        env = {
+            **os.environ,
+            "BASE_URL": topology.url,
+            "LOAD_MAX_USER_ID": str(top_id),
+            "AUTH_TOKEN": topology.issue_token("load"),
+            CONTEXT_ENV: str(context_file),
+        }
         code = subprocess.run([str(BZT), "bzt-config.yml", *args.overrides], cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL).returncode
     print_summary()
     print(f"bzt exit code: {code} ({'the service held' if code == 0 else 'a pass/fail criterion failed or the run broke'})")

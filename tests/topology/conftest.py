@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from cluster.topology import PROJECT_ROOT, Topology
+from cluster.topology import APP_PORT, PROJECT_ROOT, Topology
+from harness.processes import SERVER_TOKENS
 
 ENGINES = ("haproxy", "pgbouncer", "etcd", "setpriv")
 
@@ -28,7 +29,14 @@ def topology():
         pytest.fail(reason) if os.environ.get("CLUSTER_TESTS_REQUIRED") else pytest.skip(reason)
     # A high rate limit: every test client comes from this machine's one bridge address.
     with Topology(app_hosts=2, access_log=True, rate_limit=100_000) as running:
-        yield running
+        # harness.load's send() presents it to the front (80) and to app hosts (8000).
+        token = running.issue_token()
+        SERVER_TOKENS.update({80: token, APP_PORT: token})
+        try:
+            yield running
+        finally:
+            SERVER_TOKENS.pop(80, None)
+            SERVER_TOKENS.pop(APP_PORT, None)
 
 
 @pytest.fixture
