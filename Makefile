@@ -95,9 +95,13 @@ CLUSTER_PACKAGES := nginx haproxy pgbouncer etcd-server etcd-client python3-venv
 PATRONI_VENV := .venv-patroni
 
 /usr/sbin/haproxy /usr/sbin/pgbouncer /usr/bin/etcd:
-	@# Debian's packages start their services on install unless told not to: policy-rc.d 101 stops that.
+	@# Debian's packages start their own services on install; the topology runs its own copies in
+	@# namespaces, so a policy-rc.d that says "exit 101" holds them back during the install (unless
+	@# the machine already has one, which is then left as it is).
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 $(CLUSTER_PACKAGES) >/dev/null
+	if [ -e /usr/sbin/policy-rc.d ]; then ours=; else ours=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 $(CLUSTER_PACKAGES) >/dev/null; status=$$?; \
+	if [ -n "$$ours" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status
 
 $(PATRONI_VENV)/.installed: requirements-cluster.txt | /usr/sbin/haproxy /usr/sbin/pgbouncer /usr/bin/etcd
 	/usr/bin/python3 -m venv $(PATRONI_VENV)
