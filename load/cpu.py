@@ -33,38 +33,12 @@ from pathlib import Path
 from harness.processes import PROJECT_ROOT, issue_token
 from load.lab import max_user_id, prepare_database
 
-# Runs inside each checkout (its own modules first on sys.path).
-# The WSGI app is called directly (falcon's TestClient would add a WSGI validator's cost).
+# Runs inside a checkout (its own modules first on sys.path): builds its app once per side
+# (a side is a set of settings) and lets the sides take turns on the same requests, calling
+# the WSGI app directly (falcon's TestClient would add a WSGI validator's cost). The
+# checkout's own token check runs too; a checkout without one ignores the header.
 PROBE = """
 import json, os, random, sys, time
-from falcon.testing import create_environ
-from app import api
-path, count, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(1)
-# The checkout's own token check runs too; a checkout without one ignores the header.
-headers = {"Authorization": "Bearer " + os.environ["AUTH_TOKEN"]}
-environs = []
-for _ in range(count):
-    target, _, query = path.replace("{id}", str(rng.randint(1, top))).partition("?")
-    environs.append(create_environ(target, query_string=query, headers=headers))
-statuses = []
-def start_response(status, headers, exc_info=None):
-    statuses.append(status)
-def send(environ):
-    for chunk in api(dict(environ), start_response):
-        pass
-for environ in environs[: count // 10]:
-    send(environ)
-assert all(status.startswith("200") for status in statuses), set(statuses)
-started = time.process_time()
-for environ in environs:
-    send(environ)
-print(json.dumps({"cpu_us_per_request": (time.process_time() - started) * 1e6 / count}))
-"""
-
-# Two settings of this checkout in one process: `create_app` on each, turns alternating.
-SETTINGS_PROBE = """
-import json, os, random, statistics, sys, time
 from falcon.testing import create_environ
 from app import create_app
 from settings import load_settings
@@ -104,32 +78,14 @@ def assignments(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split())
 
 
-def measure(tree: Path, path: str, count: int, top_id: int, url: str, token: str, settings: dict[str, str]) -> float:
-    metrics_dir = tempfile.mkdtemp(prefix="orgapi-cpu-metrics-")
-    env = {**os.environ, "DATABASE_URL": url, "AUTH_TOKEN": token, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **settings}
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", PROBE, path, str(count), str(top_id)],
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    if result.returncode:
-        raise SystemExit(f"error: the probe failed in {tree}:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["cpu_us_per_request"]
-
-
-def compare_settings(sides: dict[str, dict[str, str]], path: str, count: int, rounds: int, top_id: int, url: str, token: str) -> dict:
+def probe(tree: Path, sides: dict[str, dict[str, str]], path: str, count: int, rounds: int, top_id: int, url: str, token: str) -> dict:
+    """CPU µs per request of each side's app in `tree`, one sample a round."""
     metrics_dir = tempfile.mkdtemp(prefix="orgapi-cpu-metrics-")
     env = {**os.environ, "DATABASE_URL": url, "AUTH_TOKEN": token, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     try:
         result = subprocess.run(
-            [sys.executable, "-c", SETTINGS_PROBE, path, str(count), str(top_id), str(rounds), json.dumps(sides)],
-            cwd=PROJECT_ROOT,
+            [sys.executable, "-c", PROBE, path, str(count), str(top_id), str(rounds), json.dumps(sides)],
+            cwd=tree,
             env=env,
             capture_output=True,
             text=True,
@@ -138,7 +94,7 @@ def compare_settings(sides: dict[str, dict[str, str]], path: str, count: int, ro
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if result.returncode:
-        raise SystemExit(f"error: the probe failed:\n{result.stderr[-2000:]}")
+        raise SystemExit(f"error: the probe failed in {tree}:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -159,24 +115,26 @@ def main(argv: list[str] | None = None) -> None:
     top_id = max_user_id(db)
     db.close()
     token = issue_token(db.url, "load.cpu")
-    this = ("this checkout", PROJECT_ROOT, assignments(args.env))
+    settings = assignments(args.env)
     other = None
     if args.baseline:
-        other = ("baseline", args.baseline.resolve(), assignments(args.env))
+        other = "baseline"
     elif args.against is not None:
-        other = (f"against {args.against}", PROJECT_ROOT, assignments(args.against))
-    runs = [this] + ([other] if other else [])
+        other = f"against {args.against}"
     for case in args.cases.split(","):
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in runs}
-        if args.against is not None and not args.baseline:
-            sides = {name: settings for name, _, settings in runs}
-            samples = compare_settings(sides, PATHS[case], args.requests, args.rounds, top_id, db.url, token)
-        for _ in range(0 if args.against is not None and not args.baseline else args.rounds):
-            for name, tree, settings in runs:
-                samples[name].append(measure(tree, PATHS[case], args.requests, top_id, db.url, token, settings))
+        measure = (PATHS[case], args.requests)
+        if args.baseline:
+            # A process per checkout and round, the checkouts alternating.
+            samples: dict[str, list[float]] = {"this checkout": [], "baseline": []}
+            for _ in range(args.rounds):
+                for name, tree in (("this checkout", PROJECT_ROOT), ("baseline", args.baseline.resolve())):
+                    samples[name] += probe(tree, {"side": settings}, *measure, 1, top_id, db.url, token)["side"]
+        else:
+            sides = {"this checkout": settings} | ({other: assignments(args.against)} if other else {})
+            samples = probe(PROJECT_ROOT, sides, *measure, args.rounds, top_id, db.url, token)
         medians = {name: statistics.median(values) for name, values in samples.items()}
         line = ", ".join(f"{name} {medians[name]:.1f} µs (samples {', '.join(f'{v:.1f}' for v in samples[name])})" for name in samples)
-        ratio = f"; this / {other[0]} {medians['this checkout'] / medians[other[0]]:.3f}" if other else ""
+        ratio = f"; this / {other} {medians['this checkout'] / medians[other]:.3f}" if other else ""
         print(f"{case} ({PATHS[case]}): CPU per request: {line}{ratio}", flush=True)
 
 
