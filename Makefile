@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOAD_VENV := .venv-load
 
-.PHONY: install install-dev install-load install-cluster run lint test test-all test-image test-cluster test-cluster-slow image cluster cluster-down cluster-status cluster-diagram cluster-bench stop-db load load-500 load-smoke capacity sweep bench pgtune clean
+.PHONY: install install-dev install-load install-cluster run lint test test-all test-image test-cluster test-cluster-slow image cluster cluster-down cluster-status cluster-diagram cluster-bench cluster-sweep stop-db load load-500 load-smoke capacity sweep bench pgtune clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -127,6 +127,10 @@ cluster-diagram: install
 ## cluster-bench: pooling options and HAProxy vs nginx, measured in one run (a few minutes)
 cluster-bench: install-dev install-cluster
 	$(BIN)/python -m cluster.bench
+
+## cluster-sweep: app hosts x workers x connections through the front; table and chart in reports/cluster-sweep
+cluster-sweep: install-dev install-cluster
+	$(BIN)/python -m cluster.sweep
 
 ## cluster-status: app hosts up at the front, database roles
 cluster-status:
