@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="another checkout of the project (e.g. `git worktree add ../before HEAD~1`) whose app is measured "
+        help="another checkout of the project (e.g. `git worktree add reports/before HEAD~1`) whose app is measured "
         "in the same run, case by case next to this one, for before/after ratios",
     )
     parser.add_argument("--rounds", type=int, default=1, help="measure every case this many times, interleaved (default: %(default)s)")

@@ -7,7 +7,7 @@ request (user + system, so the database round trip's client side is included, Po
 side is not). Rounds alternate between the checkouts; the medians are compared. CPU time,
 unlike requests/s, is barely changed by other work on the machine.
 
-    python -m load.cpu --baseline ../before --requests 20000 --rounds 5
+    python -m load.cpu --baseline reports/before --requests 20000 --rounds 5
 
 --env and --against compare two settings of this checkout instead, e.g. the cost of token reads:
 
