@@ -26,7 +26,7 @@ import psutil
 
 from cluster.topology import APP_PORT, PROJECT_ROOT, Topology, http_status, render, wait_until
 from database import admin_connection
-from load.lab import WRK_DIR, markdown_table, wrk_path
+from load.lab import markdown_table, wrk_run
 
 
 def namespace_cpu(topology: Topology, host: str) -> float:
@@ -42,21 +42,7 @@ def namespace_cpu(topology: Topology, host: str) -> float:
 
 
 def wrk(url: str, seconds: int, connections: int, ids_file: Path) -> dict:
-    env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "USER_IDS_FILE": str(ids_file), "AUTH_TOKEN": TOKEN[0]}
-    command = [
-        wrk_path(),
-        "-t",
-        "2",
-        "-c",
-        str(connections),
-        "-d",
-        f"{seconds}s",
-        "--timeout",
-        "3s",
-        "-s",
-        str(WRK_DIR / "get_user.lua"),
-        url,
-    ]
+    command, env = wrk_run(url, "get_user.lua", connections, seconds, TOKEN[0], {"USER_IDS_FILE": str(ids_file)})
     output = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 

@@ -121,6 +121,13 @@ def wrk_path() -> str:
     return path
 
 
+def wrk_run(url: str, script: str, connections: int, seconds: float, token: str, env: dict | None = None) -> tuple[list[str], dict]:
+    """The wrk command (2 threads, 3 s timeout, `script` from load/wrk, JSON summary) and its environment."""
+    command = [wrk_path(), "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "3s"]
+    command += ["-s", str(WRK_DIR / script), url]
+    return command, {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "AUTH_TOKEN": token, **(env or {})}
+
+
 def run_wrk(
     server: Gunicorn,
     script: str,
@@ -136,21 +143,7 @@ def run_wrk(
     PostgreSQL CPU is that of the cluster whose postmaster is `database` (see `postmaster()`),
     else of every postgres process on the machine.
     """
-    wrk_env = {**os.environ, "WRK_REPORT_LUA": str(WRK_DIR / "report.lua"), "AUTH_TOKEN": server.token or "", **(env or {})}
-    command = [
-        wrk_path(),
-        "-t",
-        "2",
-        "-c",
-        str(connections),
-        "-d",
-        f"{max(1, round(seconds))}s",
-        "--timeout",
-        "3s",
-        "-s",
-        str(WRK_DIR / script),
-        f"http://127.0.0.1:{server.port}",
-    ]
+    command, wrk_env = wrk_run(f"http://127.0.0.1:{server.port}", script, connections, seconds, server.token or "", env)
     master = psutil.Process(server.master_pid)
     database_cpu = (lambda: tree_cpu(database)) if database else postgres_cpu
     server_before, db_before = tree_cpu(master), database_cpu()
