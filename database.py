@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import select
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +31,7 @@ __all__ = [
     "SchemaNotReady",
     "StatementFailed",
     "check_url",
+    "first_line",
     "parse_url",
 ]
 
@@ -105,7 +105,7 @@ def check_url(url: str) -> None:
         psycopg2.connect(**{**params, "host": ",".join([_NOWHERE] * hosts)}).close()
     except psycopg2.OperationalError as exc:
         if "No such file or directory" not in str(exc):
-            raise ValueError(_first_line(exc)) from None
+            raise ValueError(first_line(exc)) from None
 
 
 def describe(url: str) -> str:
@@ -125,7 +125,8 @@ def describe(url: str) -> str:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors span several), for one-line logs and errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -137,7 +138,7 @@ def _driver_error(exc: BaseException) -> Any:
 def misconfiguration(exc: BaseException) -> str | None:
     """The cause, when `exc` is a refusal that retrying cannot heal; else None."""
     code = getattr(_driver_error(exc), "pgcode", None) or ""
-    message = _first_line(exc)
+    message = first_line(exc)
     if code.startswith(PERMANENT_CLASSES) or PERMANENT_MESSAGES.search(_CONNECTION_PREFIX.sub("", message)):
         return _CONNECTION_PREFIX.sub("", message)
     return None
@@ -202,7 +203,6 @@ class Database(PostgresqlDatabase):
         # False behind a transaction pooler (PgBouncer): PREPARE is session state it would lose.
         self.prepared_statements = prepared_statements
         self._statements: dict[str, tuple[str, str, str]] = {}
-        self._registering = threading.Lock()
 
     def prepare(self, name: str, sql: str) -> str:
         """Register `sql` (with %s placeholders) to be prepared on each connection's first use of it; the name to run it by.
@@ -211,12 +211,11 @@ class Database(PostgresqlDatabase):
         """
         count = sql.count("%s")
         numbered = sql.replace("%s", "${}").format(*range(1, count + 1))
-        with self._registering:
-            self._statements[name] = (
-                f"PREPARE {name} AS {numbered}",
-                f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}",
-                sql,
-            )
+        self._statements[name] = (
+            f"PREPARE {name} AS {numbered}",
+            f"EXECUTE {name}({', '.join(['%s'] * count)})" if count else f"EXECUTE {name}",
+            sql,
+        )
         return name
 
     def run_prepared(self, name: str, params: tuple, *, read: bool = False) -> Any:
@@ -266,7 +265,7 @@ class Database(PostgresqlDatabase):
         except (OperationalError, InterfaceError) as exc:
             failed = STATEMENT_FAILURES.get(getattr(_driver_error(exc), "pgcode", None) or "")
             if failed and not self._connection_lost():
-                raise StatementFailed(failed, _first_line(exc)) from exc
+                raise StatementFailed(failed, first_line(exc)) from exc
             # Only a connection that was open and died is worth one more try; a failed connect is an outage.
             if not (read and was_open and self._connection_lost()):
                 raise

@@ -136,7 +136,7 @@ def _check_schema(log, url):
         problems.SAID_AT_START.add(exc.cause)
         return
     except database.OperationalError as exc:
-        log.warning("database not reachable at start (data routes answer 503 until it is): %s", problems.first_line(exc))
+        log.warning("database not reachable at start (data routes answer 503 until it is): %s", database.first_line(exc))
         return
     needed = migrations.latest()
     if found < needed:

@@ -14,7 +14,7 @@ import falcon
 import orjson
 import peewee
 
-from database import Database, Misconfigured, SchemaNotReady, StatementFailed
+from database import Database, Misconfigured, SchemaNotReady, StatementFailed, first_line
 
 log = logging.getLogger("orgapi")
 
@@ -38,11 +38,6 @@ class Problem(falcon.HTTPError):
     ) -> None:
         super().__init__(status, description=detail, headers=headers)
         self.errors = errors
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (driver errors span several), for one-line logs."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def invalid(errors: list[dict[str, str]], detail: str = "The request body is not valid.") -> Problem:

@@ -6,8 +6,7 @@ import argparse
 import time
 
 import embedded
-from database import Database, Misconfigured, OperationalError, describe
-from problems import first_line
+from database import Database, Misconfigured, OperationalError, describe, first_line
 from settings import Settings, SettingsError, load_settings
 
 
