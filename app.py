@@ -42,13 +42,16 @@ def service_database(settings: Settings) -> Database:
         connect_timeout=settings.connect_timeout,
         schema_version=migrations.latest(),
         prepared_statements=settings.prepared_statements,
+        # gthread: a connection per thread; gevent: a greenlet per client, so a bounded pool.
+        pool_size=settings.db_pool_size if settings.worker_class == "gevent" else None,
+        pool_timeout=settings.connect_timeout,
     )
 
 
 def create_app(settings: Settings, db: Database | None = None) -> falcon.App:
     """Build the app on `db` (by default the one `settings` name). Opens no connection."""
     db = db or service_database(settings)
-    users = UserStore(db)
+    users = UserStore(db, lookup_lanes=settings.lookup_lanes)
     operations = settings.operations
     read_body = BodyReader(settings.max_body_bytes)
     user_collection = UserCollection(users, settings, read_body)

@@ -12,13 +12,16 @@ will not help), `StatementFailed` (this statement failed, the connection is fine
 
 from __future__ import annotations
 
+import queue
 import re
 import select
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
+import peewee
 import psycopg2
 import psycopg2.extensions
 from peewee import InterfaceError, OperationalError, PostgresqlDatabase
@@ -28,6 +31,7 @@ __all__ = [
     "InterfaceError",
     "Misconfigured",
     "OperationalError",
+    "PoolExhausted",
     "SchemaNotReady",
     "StatementFailed",
     "check_url",
@@ -57,6 +61,10 @@ class Misconfigured(OperationalError):
         self.cause = cause
 
 
+class PoolExhausted(OperationalError):
+    """Every pooled connection stayed busy for as long as a request may wait for one."""
+
+
 class StatementFailed(Exception):
     """The server gave up on one statement (timeout, deadlock, serialization failure); the
     connection is healthy and kept."""
@@ -78,7 +86,8 @@ PERMANENT_MESSAGES = re.compile(
     r"|database \".*\" does not exist|no pg_hba\.conf entry|is not permitted to log in|no password supplied"
     r"|SSL was required|does not support SSL"
 )
-_CONNECTION_PREFIX = re.compile(r"^connection to server .*? failed: (FATAL:\s+)?")
+# (psycopg2's asynchronous connect, under gevent, reports the server's message without the first part.)
+_CONNECTION_PREFIX = re.compile(r"^(connection to server .*? failed: )?(FATAL:\s+)?")
 # A Unix socket directory that cannot exist: connecting there fails without any network traffic.
 _NOWHERE = "/nonexistent/orgapi-url-check"
 
@@ -174,6 +183,13 @@ class Database(PostgresqlDatabase):
     `schema_version`: the version the code needs; a connection to an older schema is
     closed and `SchemaNotReady` raised, so requests get a clear 503 until migrations ran.
     None (scripts, migrations) skips the check.
+
+    `pool_size`: None keeps one connection per thread for good (gthread workers: as many
+    connections as threads). A number bounds the connections the process opens, whatever
+    its concurrency (the gevent worker runs a greenlet per client): each statement takes a
+    connection from the pool, waiting at most `pool_timeout` seconds, and gives it back
+    right after. Every statement the service runs is a transaction of its own, so nothing
+    spans two.
     """
 
     def __init__(
@@ -184,6 +200,8 @@ class Database(PostgresqlDatabase):
         connect_timeout: int = 5,
         schema_version: int | None = None,
         prepared_statements: bool = True,
+        pool_size: int | None = None,
+        pool_timeout: float = 3.0,
     ) -> None:
         params: dict[str, Any] = {
             "connect_timeout": connect_timeout,
@@ -203,6 +221,17 @@ class Database(PostgresqlDatabase):
         # False behind a transaction pooler (PgBouncer): PREPARE is session state it would lose.
         self.prepared_statements = prepared_statements
         self._statements: dict[str, tuple[str, str, str]] = {}
+        # peewee made its per-thread state from threading.local as it was when peewee was
+        # imported (in gunicorn's master); made again now, it is per greenlet under gevent's
+        # worker, which patched threading before the app was built.
+        self._state = type("ConnectionState", (peewee._ConnectionState, threading.local), {})()
+        self.pool_timeout = pool_timeout
+        self._pool: queue.LifoQueue[tuple[Any, set[str], bool]] | None = None
+        if pool_size is not None:
+            # Slots: (connection or None until first used, statements prepared on it, whether it replaces a discarded one).
+            self._pool = queue.LifoQueue()
+            for _ in range(pool_size):
+                self._pool.put((None, set(), False))
 
     def prepare(self, name: str, sql: str) -> str:
         """Register `sql` (with %s placeholders) to be prepared on each connection's first use of it; the name to run it by.
@@ -256,6 +285,41 @@ class Database(PostgresqlDatabase):
         return self.execute_sql(sql, params, read=read)
 
     def _run(self, attempt: Callable[[], Any], read: bool) -> Any:
+        if self._pool is None or not self._thread_state.closed:
+            return self._run_on_connection(attempt, read)
+        try:
+            conn, prepared, discarded = self._pool.get(timeout=self.pool_timeout)
+        except queue.Empty:
+            raise PoolExhausted(f"no database connection came free within {self.pool_timeout:g} s") from None
+        state = self._thread_state
+        if conn is not None:
+            state.set_connection(conn)
+        state.prepared, state.discarded = prepared, discarded
+        broken = True  # until the statement ends, or fails in a way that leaves the session usable
+        try:
+            result = self._run_on_connection(attempt, read)
+            broken = False
+            return result
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:  # a constraint, a statement timeout: the session is fine
+            broken = False
+            raise
+        finally:
+            self._give_back(broken)
+
+    def _give_back(self, broken: bool) -> None:
+        """Return this greenlet's connection to the pool; one that failed, or was interrupted mid-statement, is closed instead."""
+        state = self._thread_state
+        conn = state.conn
+        if conn is not None and (broken or conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE):
+            self.discard()
+            conn = None
+        assert self._pool is not None
+        self._pool.put((conn, state.prepared if conn is not None else set(), getattr(state, "discarded", False)))
+        state.reset()
+
+    def _run_on_connection(self, attempt: Callable[[], Any], read: bool) -> Any:
         self._drop_if_server_left()
         was_open = not self._connection_lost()
         if not was_open:
@@ -287,16 +351,18 @@ class Database(PostgresqlDatabase):
         conn = self._thread_state.conn
         if conn is None or conn.closed or conn.status != psycopg2.extensions.STATUS_READY:
             return
-        readable = select.poll()
-        readable.register(conn.fileno(), select.POLLIN)
-        if readable.poll(0):
+        if _has_input(conn.fileno()):
             self.discard()
 
     def _initialize_connection(self, conn: Any) -> None:
         # Runs under peewee's connect lock, which every thread of the process shares: no
         # statement here may wait on a table lock (PREPARE would), so statements are
         # prepared on their first use instead.
-        self._thread_state.prepared = set()
+        state = self._thread_state
+        state.prepared = set()
+        if getattr(state, "discarded", False):
+            state.discarded = False
+            self.reconnected()
         if self.schema_version is None:
             return
         try:
@@ -321,15 +387,32 @@ class Database(PostgresqlDatabase):
 
     def discard(self) -> None:
         """Drop this thread's connection after an error; the next query reconnects."""
+        state = self._thread_state
         try:
             self.close()
         except Exception:  # a broken socket may fail to close; it is gone either way
-            self._thread_state.reset()
+            state.reset()
+        state.discarded = True
+
+    def close_pool(self) -> None:
+        """Close the pool's idle connections (end of tests; a worker's close when it exits); the next statement opens anew."""
+        if self._pool is None:
+            return
+        slots = []
+        while not self._pool.empty():
+            slots.append(self._pool.get_nowait())
+        for conn, _, _ in slots:
+            if conn is not None:
+                conn.close()
+            self._pool.put((None, set(), False))
+
+    def reconnected(self) -> None:
+        """Called when a connection opens to replace a discarded one (a hook for metrics)."""
 
     @property
     def _thread_state(self) -> Any:
-        """peewee's per-thread connection state (its type stubs do not declare it)."""
-        return self._state  # type: ignore[attr-defined]
+        """This thread's (under gevent, this greenlet's) peewee connection state."""
+        return self._state
 
     def ping(self) -> None:
         self.execute_sql("SELECT 1", read=True)
@@ -337,6 +420,16 @@ class Database(PostgresqlDatabase):
     def current_schema_version(self) -> int:
         with self.connection().cursor() as cursor:
             return _schema_version(cursor)
+
+
+def _has_input(fd: int) -> bool:
+    """Whether `fd` has something to read right now."""
+    if hasattr(select, "poll"):
+        readable = select.poll()
+        readable.register(fd, select.POLLIN)
+        return bool(readable.poll(0))
+    # gevent's monkey patching removes select.poll; its select.select has no limit on fd numbers.
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _schema_version(cursor: Any) -> int:

@@ -34,8 +34,9 @@ if _settings.operations.metrics and _settings.operations.metrics_dir is None:
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
-worker_class = "gthread"
-threads = _settings.threads
+worker_class = _settings.worker_class
+threads = _settings.threads  # gthread
+worker_connections = _settings.worker_connections  # gevent: clients a worker serves at once
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive
@@ -106,6 +107,9 @@ def on_starting(server):
     and say once whether the schema is what this code needs."""
     _route_app_logs(server.log)
     _interrupt_stops_gracefully(server)
+    # `--worker-class` on the command line wins over this file; the app (built in each worker,
+    # which inherits this environment) sizes its database connections by the class in use.
+    os.environ["WORKER_CLASS"] = server.cfg.worker_class_str
     _empty_metrics_dir()
     if _settings.uses_embedded_database:
         try:
@@ -143,6 +147,23 @@ def _check_schema(log, url):
         log.error("%s; until then data routes and /readyz answer 503", database.SchemaNotReady(found, needed))
 
 
+def post_request(worker, req, environ, resp):
+    if _settings.worker_class == "gevent":
+        # A greenlet whose client sent its next request already would read and serve it
+        # without yielding, and keep the others waiting: yield first, so clients take turns.
+        import gevent
+
+        gevent.sleep(0)
+
+
+def post_fork(server, worker):
+    if _settings.worker_class == "gevent":
+        # psycopg2 then waits for the database through gevent's hub, so other greenlets run meanwhile.
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
 def post_worker_init(worker):
     _route_app_logs(worker.log)
     # The worker's half of Ctrl-C (see _interrupt_stops_gracefully): finish in-flight requests, then exit.
@@ -152,9 +173,10 @@ def post_worker_init(worker):
         import metrics  # the app has imported it already, in multiprocess mode
 
         metrics.WORKER_RESTARTS.inc()
+    if worker.cfg.worker_class_str == "gevent":
+        concurrency = f"gevent, up to {worker.cfg.worker_connections} clients, a pool of {_settings.db_pool_size} database connections"
+    else:
+        concurrency = f"{worker.cfg.threads} threads, a database connection per thread"
     worker.log.info(
-        "worker %s ready: %s threads, statement timeout %s ms, connections opened per thread on first use",
-        worker.pid,
-        worker.cfg.threads,
-        _settings.statement_timeout_ms,
+        "worker %s ready: %s opened on first use, statement timeout %s ms", worker.pid, concurrency, _settings.statement_timeout_ms
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import threading
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
@@ -21,7 +21,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 TEXT_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 
-_request = threading.local()
+# A context variable, not a thread-local: under the gevent worker a thread serves many requests at once.
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def request_id_from(header: str | None) -> str:
@@ -32,11 +33,11 @@ def request_id_from(header: str | None) -> str:
 
 
 def set_request_id(request_id: str | None) -> None:
-    _request.id = request_id
+    _request_id.set(request_id)
 
 
 def current_request_id() -> str | None:
-    return getattr(_request, "id", None)
+    return _request_id.get()
 
 
 class RequestIdFilter(logging.Filter):

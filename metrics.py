@@ -9,9 +9,9 @@ variable (in-process tests, scripts) the figures live in this process.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import falcon
@@ -40,7 +40,8 @@ DATABASE_ERRORS = Counter(
 RECONNECTS = Counter("orgapi_database_reconnects", "Connections opened to replace one discarded after an error.")
 WORKER_RESTARTS = Counter("orgapi_worker_restarts", "Workers started to replace one that exited (recycled, crashed or timed out).")
 
-_request = threading.local()
+# Per request, also under the gevent worker (many requests to a thread): a context variable.
+_database_seconds: ContextVar[float] = ContextVar("database_seconds", default=0.0)
 # The labelled children, looked up once per label set (route templates x methods x statuses: a
 # few hundred at most): `labels()` costs more than the increment itself.
 _children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
@@ -58,11 +59,11 @@ def record_request(route: str, method: str, status: int, seconds: float) -> None
     requests, latency, database_time = children
     requests.inc()
     latency.observe(seconds)
-    database_time.observe(getattr(_request, "database_seconds", 0.0))
+    database_time.observe(_database_seconds.get())
 
 
 def start_request() -> None:
-    _request.database_seconds = 0.0
+    _database_seconds.set(0.0)
 
 
 class InstrumentedDatabase(Database):
@@ -77,17 +78,10 @@ class InstrumentedDatabase(Database):
             DATABASE_ERRORS.labels(getattr(exc, "reason", None) or type(exc).__name__).inc()
             raise
         finally:
-            _request.database_seconds = getattr(_request, "database_seconds", 0.0) + time.perf_counter() - started
+            _database_seconds.set(_database_seconds.get() + time.perf_counter() - started)
 
-    def _initialize_connection(self, conn: Any) -> None:
-        super()._initialize_connection(conn)
-        if getattr(self._thread_state, "discarded", False):
-            RECONNECTS.inc()
-        self._thread_state.discarded = False
-
-    def discard(self) -> None:
-        super().discard()
-        self._thread_state.discarded = True
+    def reconnected(self) -> None:
+        RECONNECTS.inc()
 
 
 class MetricsResource:

@@ -12,6 +12,7 @@ from typing import Any
 
 from peewee import SQL, IntegrityError, Query, fn
 
+from batching import Lookups
 from database import Database
 from models import User, public_fields, unique_index_fields, writable_fields, writable_names
 from preconditions import Versions
@@ -29,7 +30,10 @@ class Conflict(Exception):
 
 
 class UserStore:
-    def __init__(self, db: Database) -> None:
+    """`lookup_lanes`: how many GET-by-id statements may be in flight before concurrent ones
+    share one (see batching.py); None sends each on its own."""
+
+    def __init__(self, db: Database, lookup_lanes: int | None = None) -> None:
         self.db = db
         # peewee assembles SQL in Python on every execution (about 0.3 ms, most of a
         # request's CPU); the hot queries are built once here and run with fresh parameters.
@@ -40,6 +44,8 @@ class UserStore:
         # statement soon switches to one generic plan for all prefixes.
         self._list_by_prefix_sql = self._sql(page.where((User.username >= "a") & (User.username < "b")))
         self._get = db.prepare("get_user", self._sql(User.select(*PUBLIC, User.version).where(User.id == 0)))
+        self._get_many = db.prepare("get_users", self._sql(User.select(*PUBLIC, User.version).where(User.id == fn.ANY(0))))
+        self._lookups = None if lookup_lanes is None else Lookups(self._get_one, self._get_several, lookup_lanes)
         self._exists_sql = self._sql(User.select(SQL("1")).where(User.id == 0))
         # Each value of the compiled INSERT is its field's name, so the parameters it takes are
         # read off the query itself, in the order peewee wrote them: values go in by name.
@@ -65,8 +71,15 @@ class UserStore:
 
     def get(self, user_id: int) -> tuple[dict[str, Any], int] | None:
         """The user's public fields and version, or None."""
+        return self._get_one(user_id) if self._lookups is None else self._lookups.get(user_id)
+
+    def _get_one(self, user_id: int) -> tuple[dict[str, Any], int] | None:
         row = self.db.run_prepared(self._get, (user_id,), read=True).fetchone()
         return None if row is None else _user(row)
+
+    def _get_several(self, user_ids: list[int]) -> list[tuple[int, tuple[dict[str, Any], int]]]:
+        rows = self.db.run_prepared(self._get_many, (user_ids,), read=True).fetchall()
+        return [(row[0], _user(row)) for row in rows]
 
     def create(self, fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
         # One statement in autocommit mode is its own transaction: no BEGIN/COMMIT round trips.

@@ -67,6 +67,10 @@ class Settings:
     operations: Operations
     trusted_proxies: str
     prepared_statements: bool
+    worker_class: str = "gevent"
+    worker_connections: int = 1000
+    db_pool_size: int = 4
+    lookup_lanes: int | None = 1
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -133,6 +137,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if statement_timeout_ms >= worker_timeout * 1000:
         raise SettingsError(f"STATEMENT_TIMEOUT_MS={statement_timeout_ms} must be below WORKER_TIMEOUT ({worker_timeout} s)")
     page_max = _integer(env, "PAGE_MAX", 1000, 1, 100_000)
+    worker_class = _choice(env, "WORKER_CLASS", "gevent", ("gevent", "gthread", "sync"))
     page_default = _integer(env, "PAGE_DEFAULT", min(100, page_max), 1, 100_000)
     if page_default > page_max:
         raise SettingsError(f"PAGE_DEFAULT={page_default} must not exceed PAGE_MAX={page_max}")
@@ -164,6 +169,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_log=_boolean(env, "ACCESS_LOG", False),
         trusted_proxies=_addresses(env, "TRUSTED_PROXIES"),
         prepared_statements=_boolean(env, "DB_PREPARED_STATEMENTS", True),
+        worker_class=worker_class,
+        worker_connections=_integer(env, "WORKER_CONNECTIONS", 1000, 1, 100_000),
+        db_pool_size=_integer(env, "DB_POOL_SIZE", 4, 1, 1000),
+        # Measured (BENCHMARKS.md): one lane per gevent worker batches best; with threads, batching only cost.
+        lookup_lanes=_integer(env, "LOOKUP_LANES", 1 if worker_class == "gevent" else 0, 0, 1000) or None,
         operations=load_operations(env),
     )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import database
 import embedded
-from harness.processes import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT, Gunicorn
 from load.lab import (
     Measurement,
     markdown_table,
@@ -53,7 +53,12 @@ VARIANTS = {
     "no-metrics": ("public reads, metrics off", {"READ_ACCESS": "public", "METRICS": "false"}, None),
     "access-log": ("access log, text", {"READ_ACCESS": "public", "ACCESS_LOG": "true"}, "public"),
     "access-log-json": ("access log, json", {"READ_ACCESS": "public", "ACCESS_LOG": "true", "LOG_FORMAT": "json"}, "public"),
+    # Issue 13's levers, each to compare with the default (gevent, lookups batched): GET /users/{id}.
+    "unbatched": ("gevent, lookups not batched", {"LOOKUP_LANES": "0"}, None),
+    "gthread": ("gthread (4 threads), not batched", {"WORKER_CLASS": "gthread"}, None),
 }
+# A variant's server under another worker class is compared with the minimal app under that class too.
+MINIMAL_APP_CLASSES = {"gthread": "gthread"}
 
 
 def variant_label(name: str) -> str:
@@ -107,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
         help='extra gunicorn flags for both servers, to compare configurations, e.g. "--worker-class sync" (default: none)',
     )
     parser.add_argument(
-        "--cases", default="get,list", help="what to measure: get (GET /users/{id}), list (first and deep pages) (default: %(default)s)"
+        "--cases",
+        default="get,list",
+        help="what to measure: get (GET /users/{id}), list (first and deep pages), mix (70%% GET, 20%% PATCH, 10%% POST) "
+        "(default: %(default)s)",
     )
     parser.add_argument("--page-limit", type=int, default=100, help="limit of the list pages measured (default: %(default)s)")
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench -S ceiling")
@@ -124,6 +132,13 @@ def main(argv: list[str] | None = None) -> None:
         help="also GET /users/{id} on servers differing by one setting, each against its reference, in the same rounds: "
         f"{','.join(VARIANTS)}, or all (default: none)",
     )
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        help="the folder of another WSGI app (`app:api`, e.g. the seed tutorial's), served by gunicorn with its own defaults "
+        "and the same worker count, and measured on GET /users/{id} for ids 1..--peer-users, next to this one",
+    )
+    parser.add_argument("--peer-users", type=int, default=10_000, help="the peer's table holds ids 1..N (default: %(default)s)")
     parser.add_argument(
         "--out", type=Path, default=PROJECT_ROOT / "reports" / "bench", help="folder for bench.md and bench.json (default: reports/bench)"
     )
@@ -144,6 +159,25 @@ def main(argv: list[str] | None = None) -> None:
     postgres = postmaster(url)
     extra = tuple(shlex.split(args.gunicorn_args))
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
+    minimal_apps = [("minimal Falcon app", hello)]
+    for name in variants:
+        if name in MINIMAL_APP_CLASSES:
+            server = serve(
+                "load.hello_app:api",
+                url,
+                workers,
+                logs,
+                "/users/1",
+                extra_env={"WORKER_CLASS": MINIMAL_APP_CLASSES[name]},
+                label=f"-{name}",
+            )
+            minimal_apps.append((f"minimal Falcon app [{VARIANTS[name][0]}]", server))
+    peer = None
+    if args.peer:
+        peer = Gunicorn({}, "--workers", str(workers), log_path=logs / "peer.log", app="app:api", tree=args.peer.resolve()).start(
+            "/users/1"
+        )
+        (args.out / "peer-ids.txt").write_text("".join(f"{number}\n" for number in range(1, args.peer_users + 1)))
     orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
     apps = [("", orgapi)]
     if args.baseline:
@@ -156,13 +190,20 @@ def main(argv: list[str] | None = None) -> None:
     ]
     rows: list[Measurement] = []
     try:
-        cases = [("minimal Falcon app", hello, "get_user.lua", {"USER_IDS_FILE": str(ids_file)})]
+        cases = [(label, server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}) for label, server in minimal_apps]
+        if peer:
+            cases.append(("GET /users/{id} (peer)", peer, "get_user.lua", {"USER_IDS_FILE": str(args.out / "peer-ids.txt")}))
         for name, server in zip(variants, variant_servers):
             cases.append((variant_label(name), server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}))
         for suffix, server in apps:
             cases.append((f"GET /users/{{id}}{suffix}", server, "get_user.lua", {"USER_IDS_FILE": str(ids_file)}))
+        # The list pages and the write mix on this app and on each variant's server.
+        every_app = apps + [(f" [{VARIANTS[name][0]}]", server) for name, server in zip(variants, variant_servers)]
+        if "mix" in args.cases:
+            for suffix, server in every_app:
+                cases.append((f"write mix{suffix}", server, "write_mix.lua", {"USER_IDS_FILE": str(ids_file)}))
         if "list" in args.cases:
-            for suffix, server in apps:
+            for suffix, server in every_app:
                 cases += [
                     (f"GET /users first page{suffix}", server, "list_page.lua", {"PAGE_LIMIT": str(args.page_limit), "AFTER_ID": "0"}),
                     (
@@ -182,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(run_wrk(server, script, count, args.seconds, label, workers, env, postgres))
                     print(f"  {label} @ {count}: {rows[-1].rps} req/s, p99 {rows[-1].p99_ms} ms, {rows[-1].errors} errors", flush=True)
     finally:
-        hello.stop()
-        for server in [server for _, server in apps] + variant_servers:
+        for server in [server for _, server in minimal_apps + apps] + variant_servers + ([peer] if peer else []):
             server.stop()
     pgbench = None if args.no_pgbench else pgbench_select_only(url, args.seconds)
 
@@ -205,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             p99_p50 = median_of(label, count, "p99_ms") / max(median_of(label, count, "p50_ms"), 0.001)
             ratios.append({"what": f"{label} / minimal app @ {count}", "ratio": round(rps / ceiling, 3), "p99/p50": round(p99_p50, 2)})
+            peer_rps = median_of(f"{label} (peer)", count, "rps")
+            if peer_rps:
+                ratios.append({"what": f"{label} / peer @ {count}", "ratio": round(rps / peer_rps, 3), "p99/p50": "-"})
             before = median_of(f"{label} (baseline)", count, "rps")
             if before:
                 cpu = median_of(label, count, "server_cpu_ms_per_request") / median_of(
@@ -219,6 +262,19 @@ def main(argv: list[str] | None = None) -> None:
                     "p99/p50": "-",
                 }
             )
+    for count in connections:
+        for name in variants:
+            ceiling_label = f"minimal Falcon app [{VARIANTS[name][0]}]" if name in MINIMAL_APP_CLASSES else "minimal Falcon app"
+            rps, ceiling = median_of(variant_label(name), count, "rps"), median_of(ceiling_label, count, "rps")
+            if rps and ceiling:
+                p99_p50 = median_of(variant_label(name), count, "p99_ms") / max(median_of(variant_label(name), count, "p50_ms"), 0.001)
+                ratios.append(
+                    {
+                        "what": f"{variant_label(name)} / {ceiling_label} @ {count}",
+                        "ratio": round(rps / ceiling, 3),
+                        "p99/p50": round(p99_p50, 2),
+                    }
+                )
     costs = []
     for count in connections:
         for name in variants:

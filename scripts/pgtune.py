@@ -213,9 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--connections-per-worker",
         type=_int_at_least(1),
-        default=service.threads,
-        help="database connections each gunicorn worker may hold: one per thread. "
-        "Default: the service's own, WEB_THREADS (here %(default)s).",
+        default=service.db_pool_size if service.worker_class == "gevent" else service.threads,
+        help="database connections each gunicorn worker may hold: its pool (gevent) or one per thread (gthread). "
+        "Default: the service's own, DB_POOL_SIZE or WEB_THREADS (here %(default)s).",
     )
     parser.add_argument(
         "--extra-connections",

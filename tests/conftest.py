@@ -105,6 +105,7 @@ def db(settings):
     database.execute_sql("TRUNCATE users, api_tokens RESTART IDENTITY")
     yield database
     database.close()
+    database.close_pool()
 
 
 @pytest.fixture

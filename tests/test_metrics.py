@@ -107,13 +107,17 @@ def test_counts_add_up_across_workers_and_worker_restarts(database_url, tmp_path
     metrics_dir = tmp_path / "metrics"
     # Workers recycle every 15-16 requests: 120 requests restart each of them several times.
     env = {"DATABASE_URL": database_url, "MAX_REQUESTS": "15", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    sent = 120
     for run in (1, 2):
         with Gunicorn(env, "--workers", "2", log_path=tmp_path / f"gunicorn-{run}.log", token=token) as server:
             first_workers = server.worker_pids()
             before = samples(request(server.port, "GET", "/metrics")[2].decode())
-            for _ in range(sent):
+            # At least 120 requests; and until both first workers have gone (a gevent worker
+            # notices its limit within a second, while it keeps answering).
+            sent = 0
+            deadline = time.monotonic() + 30
+            while sent < 120 or (not server.worker_pids().isdisjoint(first_workers) and time.monotonic() < deadline):
                 assert request(server.port, "GET", "/healthz")[0] == 200
+                sent += 1
             status, _, body = request(server.port, "GET", "/metrics")
             assert status == 200, body
             after = samples(body.decode())
@@ -130,5 +134,7 @@ def test_counts_add_up_across_workers_and_worker_restarts(database_url, tmp_path
         assert value(before, "orgapi_http_requests_total", **healthz) < 20, run
         # Every request is there, whichever worker answered it and though that worker has exited.
         assert value(after, "orgapi_http_requests_total", **healthz) - value(before, "orgapi_http_requests_total", **healthz) == sent
-        assert value(after, "orgapi_worker_restarts_total") >= sent // 16 - 2, run
+        # Both first workers were replaced; a replacement counts itself once ready (the last one
+        # may still be starting when the scrape comes).
+        assert value(after, "orgapi_worker_restarts_total") >= 1, run
         assert value(after, "orgapi_http_requests_in_flight") == 1  # exited workers' gauges are gone
