@@ -88,6 +88,10 @@ PERMANENT_MESSAGES = re.compile(
 )
 # (psycopg2's asynchronous connect, under gevent, reports the server's message without the first part.)
 _CONNECTION_PREFIX = re.compile(r"^(connection to server .*? failed: )?(FATAL:\s+)?")
+# The operating system's poll, kept before gevent's worker patches `select` (gunicorn's master
+# imports this module first): a zero-timeout poll never blocks, and gevent's would cost a trip
+# through its event loop.
+_native_poll = select.poll
 # A Unix socket directory that cannot exist: connecting there fails without any network traffic.
 _NOWHERE = "/nonexistent/orgapi-url-check"
 
@@ -423,13 +427,10 @@ class Database(PostgresqlDatabase):
 
 
 def _has_input(fd: int) -> bool:
-    """Whether `fd` has something to read right now."""
-    if hasattr(select, "poll"):
-        readable = select.poll()
-        readable.register(fd, select.POLLIN)
-        return bool(readable.poll(0))
-    # gevent's monkey patching removes select.poll; its select.select has no limit on fd numbers.
-    return bool(select.select([fd], [], [], 0)[0])
+    """Whether `fd` has something to read right now: one poll(2) that does not wait."""
+    readable = _native_poll()
+    readable.register(fd, select.POLLIN)
+    return bool(readable.poll(0))
 
 
 def _schema_version(cursor: Any) -> int:

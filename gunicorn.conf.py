@@ -147,21 +147,41 @@ def _check_schema(log, url):
         log.error("%s; until then data routes and /readyz answer 503", database.SchemaNotReady(found, needed))
 
 
+# A gevent worker's yield to its other greenlets (set after the fork; None in other workers).
+_take_turns = None
+
+
 def post_request(worker, req, environ, resp):
-    if _settings.worker_class == "gevent":
+    if _take_turns is not None:
         # A greenlet whose client sent its next request already would read and serve it
         # without yielding, and keep the others waiting: yield first, so clients take turns.
-        import gevent
-
-        gevent.sleep(0)
+        _take_turns(0)
 
 
 def post_fork(server, worker):
-    if _settings.worker_class == "gevent":
-        # psycopg2 then waits for the database through gevent's hub, so other greenlets run meanwhile.
+    global _take_turns
+    if worker.cfg.worker_class_str == "gevent":
+        import gevent
         from psycogreen.gevent import patch_psycopg
 
+        # psycopg2 then waits for the database through gevent's hub, so other greenlets run meanwhile.
         patch_psycopg()
+        _take_turns = gevent.sleep
+        _accept_in_bursts()
+
+
+def _accept_in_bursts():
+    """gunicorn's gevent worker accepts one connection per turn of its event loop when there
+    are several workers. A turn runs every request in progress, so a burst of new clients
+    waited behind them all: 500 at once took seconds to be accepted, and some timed out
+    (BENCHMARKS.md). Its server keeps gevent's own limit instead (100 a turn)."""
+    from gevent.server import StreamServer
+    from gunicorn.workers import ggevent
+
+    class BurstAcceptingServer(StreamServer):
+        max_accept = property(lambda self: StreamServer.max_accept, lambda self, value: None)
+
+    ggevent.StreamServer = BurstAcceptingServer
 
 
 def post_worker_init(worker):

@@ -7,7 +7,9 @@ gunicorn.conf.py names `GunicornLogger` as gunicorn's logger class; the service'
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import secrets
 from contextvars import ContextVar
@@ -25,11 +27,31 @@ TEXT_DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
+class _RequestIds:
+    """New ids: 16 random hex digits per process, then a counter. Unique without a read of
+    the kernel's random source per request (ids need to be distinct, not secret)."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_new_ids = _RequestIds()
+# gunicorn forks its workers from a master that imported this module: each gets its own prefix.
+os.register_at_fork(after_in_child=_new_ids.restart)
+
+
 def request_id_from(header: str | None) -> str:
-    """The client's X-Request-ID when it is a valid one, else a new random id."""
+    """The client's X-Request-ID when it is a valid one, else a new one."""
     if header is not None and REQUEST_ID.fullmatch(header):
         return header
-    return secrets.token_hex(16)
+    return _new_ids.new()
 
 
 def set_request_id(request_id: str | None) -> None:

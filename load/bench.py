@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     logs = args.out / "logs"
     postgres = postmaster(url)
     extra = tuple(shlex.split(args.gunicorn_args))
+    peer = None
+    if args.peer:
+        peer = Gunicorn({}, "--workers", str(workers), log_path=logs / "peer.log", app="app:api", tree=args.peer.resolve())
+        peer.expected_workers = 0  # its gunicorn configuration is gunicorn's own: no readiness lines to wait for
+        peer.start("/users/1")
+        (args.out / "peer-ids.txt").write_text("".join(f"{number}\n" for number in range(1, args.peer_users + 1)))
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
     minimal_apps = [("minimal Falcon app", hello)]
     for name in variants:
@@ -172,12 +178,6 @@ def main(argv: list[str] | None = None) -> None:
                 label=f"-{name}",
             )
             minimal_apps.append((f"minimal Falcon app [{VARIANTS[name][0]}]", server))
-    peer = None
-    if args.peer:
-        peer = Gunicorn({}, "--workers", str(workers), log_path=logs / "peer.log", app="app:api", tree=args.peer.resolve()).start(
-            "/users/1"
-        )
-        (args.out / "peer-ids.txt").write_text("".join(f"{number}\n" for number in range(1, args.peer_users + 1)))
     orgapi = serve("app:api", url, workers, logs, ready_path="/readyz", extra_args=extra)
     apps = [("", orgapi)]
     if args.baseline:

@@ -13,6 +13,14 @@ init = function(args)
   prefix = thread_prefix
   math.randomseed(os.time() + math.random(1, 1000000))
 end
+-- wrk.format uses the headers it is given instead of wrk.headers (where the token is): merge them.
+local function with_body_type(content_type)
+  local headers = {["Content-Type"] = content_type}
+  for name, value in pairs(wrk.headers) do
+    headers[name] = value
+  end
+  return headers
+end
 request = function()
   local roll = math.random(1, 100)
   local id = ids[math.random(1, #ids)]
@@ -20,10 +28,10 @@ request = function()
     return wrk.format("GET", "/users/" .. id)
   elseif roll <= 90 then
     local body = string.format('{"full_name": "Load %d"}', math.random(1, 1000000))
-    return wrk.format("PATCH", "/users/" .. id, {["Content-Type"] = "application/merge-patch+json"}, body)
+    return wrk.format("PATCH", "/users/" .. id, with_body_type("application/merge-patch+json"), body)
   end
   created = created + 1
   local body = string.format('{"username": "%s-%d"}', prefix, created)
-  return wrk.format("POST", "/users", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/users", with_body_type("application/json"), body)
 end
 dofile(os.getenv("WRK_REPORT_LUA"))
