@@ -124,10 +124,11 @@ def _addresses(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
-def default_workers() -> int:
-    # Measured on a 2-core machine (`make sweep`, BENCHMARKS.md): two gthread workers per
-    # core beat one (+25-30% requests/s) and eight (-11-22%), for this app and a minimal one.
-    return 2 * (os.cpu_count() or 1)
+def default_workers(worker_class: str = "gevent") -> int:
+    # Measured on a 2-core machine (BENCHMARKS.md): gevent workers serve the most with one per
+    # core (two per core: -13 to -19% on GET /users/{id} at 100 clients); gthread workers with
+    # two per core (+25-30% over one, `make sweep`).
+    return (1 if worker_class == "gevent" else 2) * (os.cpu_count() or 1)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -153,7 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         embedded_pg_dir=Path(embedded_dir) if embedded_dir else PROJECT_ROOT / ".pgdata",
         port=_integer(env, "PORT", 8000, 1, 65535),
-        workers=_integer(env, "WEB_CONCURRENCY", default_workers(), 1, 256),
+        workers=_integer(env, "WEB_CONCURRENCY", default_workers(worker_class), 1, 256),
         threads=_integer(env, "WEB_THREADS", 4, 1, 256),
         worker_timeout=worker_timeout,
         graceful_timeout=_integer(env, "GRACEFUL_TIMEOUT", 20, 1, 3600),
