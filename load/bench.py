@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = tuple(shlex.split(args.gunicorn_args))
     peer = None
     if args.peer:
+        logs.mkdir(parents=True, exist_ok=True)
         peer = Gunicorn({}, "--workers", str(workers), log_path=logs / "peer.log", app="app:api", tree=args.peer.resolve())
         peer.expected_workers = 0  # its gunicorn configuration is gunicorn's own: no readiness lines to wait for
         peer.start("/users/1")
