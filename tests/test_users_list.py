@@ -164,3 +164,19 @@ def test_username_prefix_filters_and_pages(client, make_user):
     assert [user["username"] for user in underscored] == ["ab_2", "ab_4"]
     assert client.simulate_get("/users", params={"username_prefix": "nobody"}).json == []
     assert [u["username"] for u in client.simulate_get("/users", params={"username_prefix": "abc"}).json] == ["abc"]
+
+
+def test_a_page_holds_each_user_byte_for_byte_as_get_sends_it(client, make_user, db):
+    """PostgreSQL writes a page's JSON (queries._page_as_json); GET /users/{id} is orjson's: the same text."""
+    make_user("plain")
+    make_user("quoted", full_name='Say "hi" \\ back', email='"odd"@example.org')
+    make_user("unicode", full_name="Zoë 👩‍💻 Ω")
+    whole = make_user("whole")
+    # A time with no fractional second: orjson writes no ".000000" for it.
+    db.execute_sql("UPDATE users SET created_at = date_trunc('second', created_at) - interval '1 day' WHERE id = %s", (whole["id"],))
+    page = client.simulate_get("/users", params={"limit": 3})
+    rest = client.simulate_get("/users", params={"limit": 3, "after": 3})
+    items = [client.simulate_get(f"/users/{user_id}").content for user_id in (1, 2, 3, 4)]
+    assert page.content == b"[" + b",".join(items[:3]) + b"]"
+    assert rest.content == b"[" + items[3] + b"]"
+    assert "." not in rest.json[0]["created_at"]
