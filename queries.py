@@ -11,7 +11,6 @@ import unicodedata
 from typing import Any
 
 from peewee import SQL, IntegrityError, Query, fn
-from playhouse.postgres_ext import DateTimeTZField
 
 from batching import Lookups
 from database import Database
@@ -39,11 +38,11 @@ class UserStore:
         # peewee assembles SQL in Python on every execution (about 0.3 ms, most of a
         # request's CPU); the hot queries are built once here and run with fresh parameters.
         page = User.select(*PUBLIC).where(User.id > 0).order_by(User.id).limit(1)
-        self._list = db.prepare("list_users", _page_as_json(self._sql(page)))
+        self._list = db.prepare("list_users", self._sql(page))
         # A range, not LIKE: with the "C" collation it reads the username index for any prefix.
         # Not prepared: its best plan depends on how common the prefix is, and a prepared
         # statement soon switches to one generic plan for all prefixes.
-        self._list_by_prefix_sql = _page_as_json(self._sql(page.where((User.username >= "a") & (User.username < "b"))))
+        self._list_by_prefix_sql = self._sql(page.where((User.username >= "a") & (User.username < "b")))
         self._get = db.prepare("get_user", self._sql(User.select(*PUBLIC, User.version).where(User.id == 0)))
         self._get_many = db.prepare("get_users", self._sql(User.select(*PUBLIC, User.version).where(User.id == fn.ANY(0))))
         self._lookups = None if lookup_lanes is None else Lookups(self._get_one, self._get_several, lookup_lanes)
@@ -59,19 +58,16 @@ class UserStore:
         sql, _ = self.db.get_sql_context().sql(query).query()
         return sql
 
-    def list_page(self, *, limit: int, after: int | None, username_prefix: str | None) -> tuple[bytes, int | None]:
-        """One keyset page, read from an index: up to `limit` users with id > `after` in id order,
-        as the JSON array the response sends, and the last id when more rows follow (else None)."""
+    def list_page(self, *, limit: int, after: int | None, username_prefix: str | None) -> list[dict[str, Any]]:
+        """One keyset page: `limit` rows with id > `after`, in id order, read from an index."""
         if username_prefix:
             # Byte order ("C" collation): names starting with the prefix are those from the prefix
             # up to (not including) the prefix with its last character's successor.
             upper = username_prefix[:-1] + chr(ord(username_prefix[-1]) + 1)
-            params: tuple = (limit, limit, after or 0, username_prefix, upper, limit + 1)
-            cursor = self.db.execute_sql(self._list_by_prefix_sql, params, read=True)
+            cursor = self.db.execute_sql(self._list_by_prefix_sql, (after or 0, username_prefix, upper, limit), read=True)
         else:
-            cursor = self.db.run_prepared(self._list, (limit, limit, after or 0, limit + 1), read=True)
-        body, last_id, rows = cursor.fetchone()
-        return body.encode(), (last_id if rows > limit else None)
+            cursor = self.db.run_prepared(self._list, (after or 0, limit), read=True)
+        return [dict(zip(PUBLIC_NAMES, row)) for row in cursor.fetchall()]
 
     def get(self, user_id: int) -> tuple[dict[str, Any], int] | None:
         """The user's public fields and version, or None."""
@@ -116,37 +112,6 @@ class UserStore:
 
     def count(self) -> int:
         return self.db.execute_sql("SELECT count(*) FROM users", read=True).fetchone()[0]
-
-
-def _json_column(field: Any) -> str:
-    """The SQL for one public column of a page, giving the value orjson writes for the same field
-    in GET /users/{id}: a time in UTC as "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"."""
-    name = f'"{field.column_name}"'
-    if not isinstance(field, DateTimeTZField):
-        return f"page.{name}"
-    utc = f"page.{name} AT TIME ZONE 'UTC'"
-    seconds, micro = """'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'""", """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
-    return (
-        f"CASE WHEN mod(extract(microseconds FROM page.{name})::bigint, 1000000) = 0 "
-        f"THEN to_char({utc}, {seconds}) ELSE to_char({utc}, {micro}) END AS {name}"
-    )
-
-
-def _page_as_json(page_sql: str) -> str:
-    """`page_sql` (limit + 1 rows of the public fields, in id order) as one row: the first
-    `limit` rows as a JSON array, PostgreSQL's own `row_to_json` of each (the same bytes
-    orjson writes for the user), the last of their ids, and how many rows the page read.
-
-    Turning 100 rows into Python objects and back into JSON was most of a page's CPU in the
-    worker (BENCHMARKS.md); PostgreSQL writes the same text for far less. Parameters: limit,
-    limit, then those of `page_sql`."""
-    columns = ", ".join(_json_column(field) for field in PUBLIC)
-    return (
-        "SELECT coalesce('[' || string_agg(shown, ',' ORDER BY id) FILTER (WHERE n <= %s) || ']', '[]'), "
-        "max(id) FILTER (WHERE n <= %s), count(*) "
-        "FROM (SELECT r.id, row_number() OVER (ORDER BY r.id) AS n, row_to_json(r)::text AS shown "
-        f"FROM (SELECT {columns} FROM ({page_sql}) AS page) AS r) AS numbered"
-    )
 
 
 def _versioned(query: Any, versions: Versions) -> Any:

@@ -174,15 +174,16 @@ class UserCollection:
         if not Conditions.of(req).check(req, None):
             resp.status = falcon.HTTP_304
             return
-        page, next_after = self.users.list_page(limit=limit, after=after, username_prefix=prefix)
-        if next_after is not None:
-            query: dict[str, int | str] = {"limit": limit, "after": next_after}
+        # One row more than asked tells whether a next page exists, without a COUNT.
+        users = self.users.list_page(limit=limit + 1, after=after, username_prefix=prefix)
+        if len(users) > limit:
+            users = users[:limit]
+            query = {"limit": limit, "after": users[-1]["id"]}
             if prefix:
                 query["username_prefix"] = prefix
             # The route's own path, not the request's: "//users" would make "<//users?...>", a link to the host "users".
             resp.append_header("Link", f'<{req.root_path}/users?{urlencode(query)}>; rel="next"')
-        resp.data = page
-        resp.content_type = falcon.MEDIA_JSON
+        _json(resp, users)
 
     on_head = on_get
 

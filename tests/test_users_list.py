@@ -167,7 +167,8 @@ def test_username_prefix_filters_and_pages(client, make_user):
 
 
 def test_a_page_holds_each_user_byte_for_byte_as_get_sends_it(client, make_user, db):
-    """PostgreSQL writes a page's JSON (queries._page_as_json); GET /users/{id} is orjson's: the same text."""
+    """A user in a page is the same text as GET /users/{id} sends (awkward characters and a
+    time with no fractional second included)."""
     make_user("plain")
     make_user("quoted", full_name='Say "hi" \\ back', email='"odd"@example.org')
     make_user("unicode", full_name="Zoë 👩‍💻 Ω")
