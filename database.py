@@ -320,7 +320,7 @@ class Database(PostgresqlDatabase):
             self.discard()
             conn = None
         assert self._pool is not None
-        self._pool.put((conn, state.prepared if conn is not None else set(), getattr(state, "discarded", False)))
+        self._pool.put((conn, state.prepared if conn is not None else set(), state.discarded))
         state.reset()
 
     def _run_on_connection(self, attempt: Callable[[], Any], read: bool) -> Any:

@@ -67,10 +67,10 @@ class Settings:
     operations: Operations
     trusted_proxies: str
     prepared_statements: bool
-    worker_class: str = "gevent"
-    worker_connections: int = 1000
-    db_pool_size: int = 4
-    lookup_lanes: int | None = 1
+    worker_class: str
+    worker_connections: int
+    db_pool_size: int
+    lookup_lanes: int | None
 
     @property
     def uses_embedded_database(self) -> bool:

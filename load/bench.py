@@ -57,8 +57,11 @@ VARIANTS = {
     "unbatched": ("gevent, lookups not batched", {"LOOKUP_LANES": "0"}, None),
     "gthread": ("gthread (4 threads), not batched", {"WORKER_CLASS": "gthread"}, None),
 }
-# A variant's server under another worker class is compared with the minimal app under that class too.
-MINIMAL_APP_CLASSES = {"gthread": "gthread"}
+
+
+def worker_class_of(name: str) -> str | None:
+    """The worker class a variant sets, if any: its ceiling is then the minimal app under that class."""
+    return VARIANTS[name][1].get("WORKER_CLASS")
 
 
 def variant_label(name: str) -> str:
@@ -168,14 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     hello = serve("load.hello_app:api", url, workers, logs, ready_path="/users/1", extra_args=extra)
     minimal_apps = [("minimal Falcon app", hello)]
     for name in variants:
-        if name in MINIMAL_APP_CLASSES:
+        if worker_class_of(name):
             server = serve(
                 "load.hello_app:api",
                 url,
                 workers,
                 logs,
                 "/users/1",
-                extra_env={"WORKER_CLASS": MINIMAL_APP_CLASSES[name]},
+                extra_env={"WORKER_CLASS": worker_class_of(name)},
                 label=f"-{name}",
             )
             minimal_apps.append((f"minimal Falcon app [{VARIANTS[name][0]}]", server))
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     for count in connections:
         for name in variants:
-            ceiling_label = f"minimal Falcon app [{VARIANTS[name][0]}]" if name in MINIMAL_APP_CLASSES else "minimal Falcon app"
+            ceiling_label = f"minimal Falcon app [{VARIANTS[name][0]}]" if worker_class_of(name) else "minimal Falcon app"
             rps, ceiling = median_of(variant_label(name), count, "rps"), median_of(ceiling_label, count, "rps")
             if rps and ceiling:
                 p99_p50 = median_of(variant_label(name), count, "p99_ms") / max(median_of(variant_label(name), count, "p50_ms"), 0.001)

@@ -13,6 +13,7 @@ import pytest
 
 from batching import Lookups
 from database import Database, OperationalError, PoolExhausted
+from harness.load import wait_for
 from preconditions import Versions
 from queries import UserStore
 
@@ -70,13 +71,6 @@ class HeldLane:
             assert not thread.is_alive()
 
 
-def wait_until(condition, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def three_users(users):
     return [users.create({"username": name})[0]["id"] for name in ("ada", "grace", "linus")]
@@ -99,7 +93,7 @@ def test_lookups_arriving_while_the_lane_is_busy_share_one_statement(users, thre
     held.hold()
     for user_id in (grace, linus, missing, grace):
         held.lookup(user_id)
-    wait_until(lambda: held.waiting() == 4)
+    wait_for(lambda: held.waiting() == 4, 10, 0.005, "the lookups waiting")
     held.release_and_join()
     assert held.batches == [sorted({grace, linus, missing})], "one statement for the batch, each id once"
     assert held.results[ada][0]["username"] == "ada"
@@ -114,10 +108,10 @@ def test_a_lookup_sees_a_write_committed_before_it_arrived(users, three_users):
     held = HeldLane(users, hold_id=ada)
     held.hold()
     held.lookup(grace)
-    wait_until(lambda: held.waiting() == 1)
+    wait_for(lambda: held.waiting() == 1, 10, 0.005, "the lookups waiting")
     users.update(grace, {"full_name": "Grace Hopper"}, ANY_VERSION)
     held.lookup(ada + 100_000)  # a second waiter, so the batch is a real ANY(...)
-    wait_until(lambda: held.waiting() == 2)
+    wait_for(lambda: held.waiting() == 2, 10, 0.005, "the lookups waiting")
     held.release_and_join()
     assert held.results[grace][0]["full_name"] == "Grace Hopper"
     assert held.results[grace][1] == 2
@@ -135,7 +129,7 @@ def test_a_failed_batch_fails_each_waiter_and_frees_the_lane(users, three_users)
     held.hold()
     held.lookup(grace)
     held.lookup(linus)
-    wait_until(lambda: held.waiting() == 2)
+    wait_for(lambda: held.waiting() == 2, 10, 0.005, "the lookups waiting")
     held.release_and_join()
     assert isinstance(held.results[grace], OperationalError) and isinstance(held.results[linus], OperationalError)
     assert held.results[ada][0]["username"] == "ada"
